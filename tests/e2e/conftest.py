@@ -1,0 +1,40 @@
+"""Fixtures for the end-to-end suite; see support.py for what runs and how."""
+
+import pytest
+
+from support import PLUGIN_WASM, REPO, Reference, gateway_bin, start_gateway, start_tf_server
+
+
+@pytest.fixture(scope="session")
+def tf_server(tmp_path_factory):
+    server = start_tf_server(tmp_path_factory.mktemp("tf_server"))
+    yield server
+    server.process.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory, request):
+    if not gateway_bin().is_file():  # fail before paying for the backend's start
+        pytest.fail(f"gateway binary {gateway_bin()} not found: build it first (cargo build) "
+                    f"or set INFERGATE_BIN")
+    tf_server = request.getfixturevalue("tf_server")
+    routes = {"digits-rest": {"model": "digits"}}
+    if PLUGIN_WASM.is_file():
+        routes["digits"] = {"model": "digits", "plugin": PLUGIN_WASM}
+    gw = start_gateway(tmp_path_factory.mktemp("gateway"), "gateway", tf_server.endpoint, routes)
+    gw.has_plugin_route = "digits" in routes
+    yield gw
+    gw.process.stop()
+
+
+@pytest.fixture
+def plugin_gateway(gateway):
+    if not gateway.has_plugin_route:
+        pytest.skip(f"{PLUGIN_WASM.relative_to(REPO)} is not built (the digits plugin crate "
+                    f"builds it for wasm32-wasip2)")
+    return gateway
+
+
+@pytest.fixture(scope="session")
+def reference():
+    return Reference()
