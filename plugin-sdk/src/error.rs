@@ -38,7 +38,9 @@ impl PluginError {
     /// The message the caller will see.
     pub fn message(&self) -> &str {
         match self {
-            PluginError::BadRequest(m) | PluginError::Unprocessable(m) | PluginError::Internal(m) => m,
+            PluginError::BadRequest(m)
+            | PluginError::Unprocessable(m)
+            | PluginError::Internal(m) => m,
         }
     }
 
@@ -77,7 +79,10 @@ mod tests {
         assert_eq!(PluginError::bad_request("x").status(), 400);
         assert_eq!(PluginError::unprocessable("x").status(), 422);
         assert_eq!(PluginError::internal("x").status(), 500);
-        assert_eq!(PluginError::bad_request(format_args!("k={}", 11)).to_string(), "k=11");
+        assert_eq!(
+            PluginError::bad_request(format_args!("k={}", 11)).to_string(),
+            "k=11"
+        );
     }
 
     #[test]

@@ -17,7 +17,11 @@ pub fn preprocess<E: Into<PluginError>>(
     forward_panics_to_log();
     match preprocess(request_from_wire(req)) {
         Ok(prepared) => Ok(wit::Prepared {
-            inputs: prepared.inputs.into_iter().map(|(n, t)| (n, tensor_to_wire(t))).collect(),
+            inputs: prepared
+                .inputs
+                .into_iter()
+                .map(|(n, t)| (n, tensor_to_wire(t)))
+                .collect(),
             context: prepared.context,
         }),
         Err(err) => Err(error_to_wire(err.into())),
@@ -33,7 +37,11 @@ pub fn postprocess<E: Into<PluginError>>(
     forward_panics_to_log();
     let outputs = outputs_from_wire(outputs).map_err(error_to_wire)?;
     match postprocess(outputs, context) {
-        Ok(resp) => Ok(wit::Response { status: resp.status, headers: resp.headers, body: resp.body }),
+        Ok(resp) => Ok(wit::Response {
+            status: resp.status,
+            headers: resp.headers,
+            body: resp.body,
+        }),
         Err(err) => Err(error_to_wire(err.into())),
     }
 }
@@ -46,7 +54,9 @@ fn forward_panics_to_log() {
     {
         static HOOK: std::sync::Once = std::sync::Once::new();
         HOOK.call_once(|| {
-            std::panic::set_hook(Box::new(|info| crate::log::error(&format!("plugin panicked: {info}"))));
+            std::panic::set_hook(Box::new(|info| {
+                crate::log::error(&format!("plugin panicked: {info}"))
+            }));
         });
     }
 }
@@ -69,7 +79,9 @@ fn outputs_from_wire(outputs: Vec<(String, wit::Tensor)>) -> Result<Outputs, Plu
         .into_iter()
         .map(|(name, t)| match tensor_from_wire(t) {
             Ok(t) => Ok((name, t)),
-            Err(e) => Err(PluginError::internal(format!("the gateway sent a malformed output '{name}': {e}"))),
+            Err(e) => Err(PluginError::internal(format!(
+                "the gateway sent a malformed output '{name}': {e}"
+            ))),
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Outputs::new)
@@ -174,7 +186,12 @@ pub(crate) fn tensor_to_wire(tensor: Tensor) -> wit::Tensor {
         Values::U32(v) => (encode(&v), Vec::new()),
         Values::U64(v) => (encode(&v), Vec::new()),
     };
-    wit::Tensor { dtype, shape, data, strings }
+    wit::Tensor {
+        dtype,
+        shape,
+        data,
+        strings,
+    }
 }
 
 pub(crate) fn tensor_from_wire(tensor: wit::Tensor) -> Result<Tensor, TensorError> {
@@ -225,7 +242,10 @@ mod tests {
         let wire = tensor_to_wire(Tensor::f32([1, 2], vec![1.0, -2.5]).unwrap());
         assert!(matches!(wire.dtype, wit::Dtype::F32));
         assert_eq!(wire.shape, [1, 2]);
-        assert_eq!(wire.data, [1.0f32.to_le_bytes(), (-2.5f32).to_le_bytes()].concat());
+        assert_eq!(
+            wire.data,
+            [1.0f32.to_le_bytes(), (-2.5f32).to_le_bytes()].concat()
+        );
         assert!(wire.strings.is_empty());
         let wire = tensor_to_wire(Tensor::bool([2], vec![true, false]).unwrap());
         assert_eq!(wire.data, [1, 0]);
@@ -256,13 +276,37 @@ mod tests {
 
     #[test]
     fn malformed_wire_tensors_are_errors() {
-        let short = wit::Tensor { dtype: wit::Dtype::F32, shape: vec![2], data: vec![0; 7], strings: vec![] };
+        let short = wit::Tensor {
+            dtype: wit::Dtype::F32,
+            shape: vec![2],
+            data: vec![0; 7],
+            strings: vec![],
+        };
         let err = tensor_from_wire(short).unwrap_err();
-        assert_eq!(err.to_string(), "shape [2] needs 8 bytes of f32 data but 7 bytes and 0 strings were sent");
-        let strs = wit::Tensor { dtype: wit::Dtype::Str, shape: vec![2], data: vec![], strings: vec![vec![]] };
-        assert!(matches!(tensor_from_wire(strs), Err(TensorError::ElementCount { .. })));
-        let neg = wit::Tensor { dtype: wit::Dtype::U8, shape: vec![-1], data: vec![], strings: vec![] };
-        assert!(matches!(tensor_from_wire(neg), Err(TensorError::NegativeDim { .. })));
+        assert_eq!(
+            err.to_string(),
+            "shape [2] needs 8 bytes of f32 data but 7 bytes and 0 strings were sent"
+        );
+        let strs = wit::Tensor {
+            dtype: wit::Dtype::Str,
+            shape: vec![2],
+            data: vec![],
+            strings: vec![vec![]],
+        };
+        assert!(matches!(
+            tensor_from_wire(strs),
+            Err(TensorError::ElementCount { .. })
+        ));
+        let neg = wit::Tensor {
+            dtype: wit::Dtype::U8,
+            shape: vec![-1],
+            data: vec![],
+            strings: vec![],
+        };
+        assert!(matches!(
+            tensor_from_wire(neg),
+            Err(TensorError::NegativeDim { .. })
+        ));
     }
 
     #[test]
@@ -277,11 +321,26 @@ mod tests {
             headers: vec![],
             body: b"x".to_vec(),
         };
-        let out = preprocess(req, |r: Request| Err::<Prepared, _>(PluginError::unprocessable(format!("{:?}", r.version))));
+        let out = preprocess(req, |r: Request| {
+            Err::<Prepared, _>(PluginError::unprocessable(format!("{:?}", r.version)))
+        });
         assert!(matches!(out, Err(wit::PluginError::Unprocessable(m)) if m == "Some(2)"));
 
-        let bad = wit::Tensor { dtype: wit::Dtype::I64, shape: vec![1], data: vec![0; 4], strings: vec![] };
-        let out = postprocess(vec![("y".into(), bad)], vec![], |_, _| Ok::<_, PluginError>(Response::text("")));
-        assert!(matches!(out, Err(wit::PluginError::Internal(m)) if m.starts_with("the gateway sent a malformed output 'y'")));
+        let bad = wit::Tensor {
+            dtype: wit::Dtype::I64,
+            shape: vec![1],
+            data: vec![0; 4],
+            strings: vec![],
+        };
+        let out = postprocess(vec![("y".into(), bad)], vec![], |_, _| {
+            Ok::<_, PluginError>(Response::text(""))
+        });
+        let Err(wit::PluginError::Internal(msg)) = out else {
+            panic!("a malformed output should be an internal error");
+        };
+        assert!(
+            msg.starts_with("the gateway sent a malformed output 'y'"),
+            "{msg}"
+        );
     }
 }

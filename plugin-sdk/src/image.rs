@@ -3,8 +3,8 @@
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! # let png_bytes = infergate_sdk::image::Image::from_raw(2, 2, infergate_sdk::image::Channels::Gray, vec![0, 64, 128, 255])?.to_png()?;
-//! use infergate_sdk::image::{self, Normalize};
+//! use infergate_sdk::image::{self, Channels, Image, Normalize};
+//! # let png_bytes = Image::from_raw(2, 2, Channels::Gray, vec![0, 64, 128, 255])?.to_png()?;
 //!
 //! let img = image::decode_gray(&png_bytes)?.resize(28, 28);
 //! let tensor = img.to_tensor(&Normalize::unit())?; // f32 [1, 28, 28, 1], pixel / 255
@@ -14,11 +14,11 @@
 //!
 //! Pixel values follow what a Python service using Pillow computes, so a model trained on
 //! Pillow-decoded images sees the same numbers: grayscale uses Pillow's `convert("L")` formula
-//! (ITU-R 601-2 luma, `L = (19595 R + 38470 G + 7471 B + 32768) >> 16`) and the default resize
-//! filter is bilinear ([`Filter::Triangle`], Pillow's `BILINEAR`; both widen the filter when
-//! shrinking, so downscaling averages rather than skips pixels). Lossless formats decode to
-//! identical pixels; JPEG decoders may round the inverse DCT differently, so a JPEG's pixels
-//! can differ from libjpeg's by one level.
+//! (ITU-R 601-2 luma, `L = (19595 R + 38470 G + 7471 B + 32768) >> 16`), and PNG decodes to
+//! identical pixels. Two steps match only to within one level (of 255): JPEG decoders round
+//! the inverse DCT differently from libjpeg, and the default resize filter, bilinear
+//! ([`Filter::Triangle`]), is the same kernel as Pillow's `BILINEAR` (both widen it when
+//! shrinking, so downscaling averages rather than skips pixels) but rounds differently.
 
 use std::fmt;
 use std::io::Cursor;
@@ -124,9 +124,9 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<Image, ImageError> {
 fn to_gray(img: DynamicImage) -> GrayImage {
     match img {
         DynamicImage::ImageLuma8(gray) => gray,
-        DynamicImage::ImageLumaA8(_) | DynamicImage::ImageLuma16(_) | DynamicImage::ImageLumaA16(_) => {
-            img.into_luma8()
-        }
+        DynamicImage::ImageLumaA8(_)
+        | DynamicImage::ImageLuma16(_)
+        | DynamicImage::ImageLumaA16(_) => img.into_luma8(),
         color => {
             let rgb = color.into_rgb8();
             let (w, h) = rgb.dimensions();
@@ -147,16 +147,26 @@ fn to_gray(img: DynamicImage) -> GrayImage {
 impl Image {
     /// An image from raw 8-bit pixels (row-major, channels interleaved); errors if
     /// `pixels.len() != width * height * channels`.
-    pub fn from_raw(width: u32, height: u32, channels: Channels, pixels: Vec<u8>) -> Result<Image, ImageError> {
+    pub fn from_raw(
+        width: u32,
+        height: u32,
+        channels: Channels,
+        pixels: Vec<u8>,
+    ) -> Result<Image, ImageError> {
         let expected = width as usize * height as usize * channels.count();
         let given = pixels.len();
         let buf = match channels {
             Channels::Gray => ImageBuffer::from_raw(width, height, pixels).map(Buf::Gray),
             Channels::Rgb => ImageBuffer::from_raw(width, height, pixels).map(Buf::Rgb),
         };
-        buf.filter(|_| given == expected).map(|buf| Image { buf }).ok_or_else(|| {
-            ImageError(format!("a {width}x{height} {channels:?} image has {expected} bytes of pixels, not {given}"))
-        })
+        buf.filter(|_| given == expected)
+            .map(|buf| Image { buf })
+            .ok_or_else(|| {
+                let size = format!("{width}x{height} {channels:?}");
+                ImageError(format!(
+                    "a {size} image has {expected} bytes of pixels, not {given}"
+                ))
+            })
     }
 
     /// Width in pixels.
@@ -256,7 +266,12 @@ impl Image {
     }
 
     fn nhwc_shape(&self) -> [i64; 4] {
-        [1, self.height() as i64, self.width() as i64, self.channels().count() as i64]
+        [
+            1,
+            self.height() as i64,
+            self.width() as i64,
+            self.channels().count() as i64,
+        ]
     }
 }
 
@@ -289,7 +304,11 @@ impl Normalize {
 
     /// Pixel / `divisor`.
     pub fn divide_by(divisor: f32) -> Normalize {
-        Normalize { divisor, mean: Vec::new(), std: Vec::new() }
+        Normalize {
+            divisor,
+            mean: Vec::new(),
+            std: Vec::new(),
+        }
     }
 
     /// Also subtracts `mean` and divides by `std` per channel (ImageNet-style:
@@ -300,12 +319,20 @@ impl Normalize {
         self
     }
 
-    fn per_channel(&self, values: &[f32], what: &str, channels: usize, unset: f32) -> Result<Vec<f32>, ImageError> {
+    fn per_channel(
+        &self,
+        values: &[f32],
+        what: &str,
+        channels: usize,
+        unset: f32,
+    ) -> Result<Vec<f32>, ImageError> {
         match values.len() {
             0 => Ok(vec![unset; channels]),
             1 => Ok(vec![values[0]; channels]),
             n if n == channels => Ok(values.to_vec()),
-            n => Err(ImageError(format!("normalize {what} has {n} values for an image with {channels} channels"))),
+            n => Err(ImageError(format!(
+                "normalize {what} has {n} values for an image with {channels} channels"
+            ))),
         }
     }
 }
@@ -324,7 +351,12 @@ mod tests {
         let gray = Image::from_raw(3, 2, Channels::Gray, vec![0, 1, 2, 100, 200, 255]).unwrap();
         let png = gray.to_png().unwrap();
         assert_eq!(decode_gray(&png).unwrap(), gray);
-        assert_eq!(decode_rgb(&png).unwrap().pixels(), &[0, 0, 0, 1, 1, 1, 2, 2, 2, 100, 100, 100, 200, 200, 200, 255, 255, 255]);
+        assert_eq!(
+            decode_rgb(&png).unwrap().pixels(),
+            &[
+                0, 0, 0, 1, 1, 1, 2, 2, 2, 100, 100, 100, 200, 200, 200, 255, 255, 255
+            ]
+        );
 
         let color = rgb(&[[255, 0, 0], [0, 255, 0], [0, 0, 255], [10, 20, 30]], 2);
         assert_eq!(decode_rgb(&color.to_png().unwrap()).unwrap(), color);
@@ -333,7 +365,17 @@ mod tests {
     #[test]
     fn grayscale_matches_pillow_convert_l() {
         // Pillow: Image.new("RGB", (1, 1), c).convert("L").getpixel((0, 0)) for each colour.
-        let color = rgb(&[[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255], [12, 34, 56], [200, 100, 50]], 6);
+        let color = rgb(
+            &[
+                [255, 0, 0],
+                [0, 255, 0],
+                [0, 0, 255],
+                [255, 255, 255],
+                [12, 34, 56],
+                [200, 100, 50],
+            ],
+            6,
+        );
         let gray = decode_gray(&color.to_png().unwrap()).unwrap();
         assert_eq!(gray.pixels(), &[76, 150, 29, 255, 30, 124]);
     }
@@ -342,17 +384,28 @@ mod tests {
     fn jpeg_decodes() {
         let mut jpeg = Vec::new();
         let img = GrayImage::from_pixel(8, 8, image::Luma([128]));
-        img.write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg).unwrap();
+        img.write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+            .unwrap();
         let decoded = decode_gray(&jpeg).unwrap();
-        assert_eq!((decoded.width(), decoded.height(), decoded.channels()), (8, 8, Channels::Gray));
-        assert!(decoded.pixels().iter().all(|&p| p.abs_diff(128) <= 1), "{:?}", decoded.pixels());
+        assert_eq!(
+            (decoded.width(), decoded.height(), decoded.channels()),
+            (8, 8, Channels::Gray)
+        );
+        assert!(
+            decoded.pixels().iter().all(|&p| p.abs_diff(128) <= 1),
+            "{:?}",
+            decoded.pixels()
+        );
     }
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         let err = decode_gray(b"definitely not an image").unwrap_err();
         assert!(err.to_string().contains("format"), "{err}");
-        let truncated = &Image::from_raw(4, 4, Channels::Gray, vec![7; 16]).unwrap().to_png().unwrap()[..30];
+        let truncated = &Image::from_raw(4, 4, Channels::Gray, vec![7; 16])
+            .unwrap()
+            .to_png()
+            .unwrap()[..30];
         assert!(decode_gray(truncated).is_err());
         assert!(decode_gray(b"").is_err());
     }
@@ -365,7 +418,9 @@ mod tests {
         let big = img.clone().resize_with(4, 4, Filter::Nearest);
         assert_eq!((big.width(), big.height()), (4, 4));
         assert_eq!(&big.pixels()[..4], &[0, 0, 255, 255]);
-        let flat = Image::from_raw(4, 4, Channels::Gray, vec![90; 16]).unwrap().resize(2, 2);
+        let flat = Image::from_raw(4, 4, Channels::Gray, vec![90; 16])
+            .unwrap()
+            .resize(2, 2);
         assert_eq!(flat.pixels(), &[90; 4], "bilinear keeps a flat image flat");
         let rgb = rgb(&[[1, 2, 3]; 4], 2).resize(3, 1);
         assert_eq!((rgb.width(), rgb.height(), rgb.pixels().len()), (3, 1, 9));
@@ -379,7 +434,10 @@ mod tests {
         assert_eq!(t.shape(), &[1, 16, 16, 1]);
         let expected: Vec<f32> = pixels.iter().map(|&p| p as f32 / 255.0).collect();
         assert_eq!(t.as_f32().unwrap(), expected.as_slice());
-        assert_eq!(img.to_tensor(&Normalize::none()).unwrap().as_f32().unwrap()[255], 255.0);
+        assert_eq!(
+            img.to_tensor(&Normalize::none()).unwrap().as_f32().unwrap()[255],
+            255.0
+        );
     }
 
     #[test]
@@ -390,18 +448,32 @@ mod tests {
         assert_eq!(t.shape(), &[1, 1, 2, 3]);
         let v = t.as_f32().unwrap();
         let want = [1.0, 0.0, 0.0, -1.0, 1.0, 2.0];
-        assert!(v.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6), "{v:?}");
-        let one_for_all = img.to_tensor(&Normalize::none().mean_std([255.0], [])).unwrap();
+        assert!(
+            v.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6),
+            "{v:?}"
+        );
+        let one_for_all = img
+            .to_tensor(&Normalize::none().mean_std([255.0], []))
+            .unwrap();
         assert_eq!(one_for_all.as_f32().unwrap()[0], 0.0);
-        assert!(img.to_tensor(&Normalize::unit().mean_std([0.1, 0.2], [])).is_err());
+        assert!(
+            img.to_tensor(&Normalize::unit().mean_std([0.1, 0.2], []))
+                .is_err()
+        );
     }
 
     #[test]
     fn u8_tensor_and_raw_size_checks() {
         let img = Image::from_raw(1, 2, Channels::Gray, vec![3, 4]).unwrap();
         let t = img.to_u8_tensor().unwrap();
-        assert_eq!((t.shape(), t.as_u8().unwrap()), (&[1i64, 2, 1, 1][..], &[3u8, 4][..]));
+        assert_eq!(
+            (t.shape(), t.as_u8().unwrap()),
+            (&[1i64, 2, 1, 1][..], &[3u8, 4][..])
+        );
         let err = Image::from_raw(2, 2, Channels::Rgb, vec![0; 4]).unwrap_err();
-        assert_eq!(err.to_string(), "a 2x2 Rgb image has 12 bytes of pixels, not 4");
+        assert_eq!(
+            err.to_string(),
+            "a 2x2 Rgb image has 12 bytes of pixels, not 4"
+        );
     }
 }

@@ -10,13 +10,13 @@
 //!
 //! fn preprocess(req: Request) -> Result<Prepared, PluginError> {
 //!     let text = req.body_str()?;
-//!     let x: f32 = text.trim().parse().map_err(|e| PluginError::bad_request(format!("send a number: {e}")))?;
+//!     let x: f32 = text.trim().parse().map_err(PluginError::bad_request)?;
 //!     Ok(Prepared::new().input("x", Tensor::f32([1, 1], vec![x])?))
 //! }
 //!
 //! fn postprocess(outputs: Outputs, _context: Vec<u8>) -> Result<Response, PluginError> {
 //!     let y = outputs.get("y")?.as_f32()?;
-//!     Ok(Response::text(format!("{}", y[0])))
+//!     Ok(Response::text(format!("{y:?}")))
 //! }
 //!
 //! infergate_sdk::plugin!(preprocess, postprocess);
@@ -98,12 +98,13 @@ pub mod __private {
 macro_rules! preprocessor {
     ($preprocess:path $(,)?) => {
         const _: () = {
+            use ::core::result::Result;
+            use $crate::__private::wit;
+
             struct InfergatePreprocessor;
 
             impl $crate::__private::preprocessor::Guest for InfergatePreprocessor {
-                fn preprocess(
-                    req: $crate::__private::wit::Request,
-                ) -> ::core::result::Result<$crate::__private::wit::Prepared, $crate::__private::wit::PluginError> {
+                fn preprocess(req: wit::Request) -> Result<wit::Prepared, wit::PluginError> {
                     $crate::__private::preprocess(req, $preprocess)
                 }
             }
@@ -135,13 +136,17 @@ macro_rules! preprocessor {
 macro_rules! postprocessor {
     ($postprocess:path $(,)?) => {
         const _: () = {
+            use ::core::result::Result;
+            use ::std::{string::String, vec::Vec};
+            use $crate::__private::wit;
+
             struct InfergatePostprocessor;
 
             impl $crate::__private::postprocessor::Guest for InfergatePostprocessor {
                 fn postprocess(
-                    outputs: ::std::vec::Vec<(::std::string::String, $crate::__private::wit::Tensor)>,
-                    context: ::std::vec::Vec<u8>,
-                ) -> ::core::result::Result<$crate::__private::wit::Response, $crate::__private::wit::PluginError> {
+                    outputs: Vec<(String, wit::Tensor)>,
+                    context: Vec<u8>,
+                ) -> Result<wit::Response, wit::PluginError> {
                     $crate::__private::postprocess(outputs, context, $postprocess)
                 }
             }
@@ -159,24 +164,28 @@ macro_rules! postprocessor {
 macro_rules! plugin {
     ($preprocess:path, $postprocess:path $(,)?) => {
         const _: () = {
+            use ::core::result::Result;
+            use ::std::{string::String, vec::Vec};
+            use $crate::__private::wit;
+
             struct InfergatePlugin;
 
             impl $crate::__private::plugin::Guest for InfergatePlugin {
-                fn preprocess(
-                    req: $crate::__private::wit::Request,
-                ) -> ::core::result::Result<$crate::__private::wit::Prepared, $crate::__private::wit::PluginError> {
+                fn preprocess(req: wit::Request) -> Result<wit::Prepared, wit::PluginError> {
                     $crate::__private::preprocess(req, $preprocess)
                 }
 
                 fn postprocess(
-                    outputs: ::std::vec::Vec<(::std::string::String, $crate::__private::wit::Tensor)>,
-                    context: ::std::vec::Vec<u8>,
-                ) -> ::core::result::Result<$crate::__private::wit::Response, $crate::__private::wit::PluginError> {
+                    outputs: Vec<(String, wit::Tensor)>,
+                    context: Vec<u8>,
+                ) -> Result<wit::Response, wit::PluginError> {
                     $crate::__private::postprocess(outputs, context, $postprocess)
                 }
             }
 
-            $crate::__private::plugin::__export_plugin!(InfergatePlugin with_types_in $crate::__private::plugin);
+            $crate::__private::plugin::__export_plugin!(
+                InfergatePlugin with_types_in $crate::__private::plugin
+            );
         };
     };
 }

@@ -89,18 +89,18 @@ macro_rules! __log_error {
     ($($arg:tt)+) => { $crate::log::log($crate::log::Level::Error, &::std::format!($($arg)+)) };
 }
 
-/// `trace!("fmt", args…)`: formats and writes one line at trace level.
-#[doc(inline)]
-pub use crate::__log_trace as trace;
 /// `debug!("fmt", args…)`: formats and writes one line at debug level.
 #[doc(inline)]
 pub use crate::__log_debug as debug;
-/// `info!("fmt", args…)`: formats and writes one line at info level.
-#[doc(inline)]
-pub use crate::__log_info as info;
-/// `warn!("fmt", args…)`: formats and writes one line at warn level.
-#[doc(inline)]
-pub use crate::__log_warn as warn;
 /// `error!("fmt", args…)`: formats and writes one line at error level.
 #[doc(inline)]
 pub use crate::__log_error as error;
+/// `info!("fmt", args…)`: formats and writes one line at info level.
+#[doc(inline)]
+pub use crate::__log_info as info;
+/// `trace!("fmt", args…)`: formats and writes one line at trace level.
+#[doc(inline)]
+pub use crate::__log_trace as trace;
+/// `warn!("fmt", args…)`: formats and writes one line at warn level.
+#[doc(inline)]
+pub use crate::__log_warn as warn;

@@ -54,8 +54,14 @@ impl Outputs {
 
     fn missing(&self, name: &str) -> PluginError {
         let present: Vec<String> = self.names().map(|n| format!("'{n}'")).collect();
-        let present = if present.is_empty() { "none".to_string() } else { present.join(", ") };
-        PluginError::internal(format!("the model returned no output named '{name}' (it returned: {present})"))
+        let present = if present.is_empty() {
+            "none".to_string()
+        } else {
+            present.join(", ")
+        };
+        PluginError::internal(format!(
+            "the model returned no output named '{name}' (it returned: {present})"
+        ))
     }
 }
 
@@ -79,16 +85,25 @@ mod tests {
     use super::*;
 
     fn outputs() -> Outputs {
-        [("probabilities", Tensor::f32([1, 2], vec![0.25, 0.75]).unwrap()), ("label", Tensor::i64([1], vec![1]).unwrap())]
-            .into_iter()
-            .collect()
+        [
+            (
+                "probabilities",
+                Tensor::f32([1, 2], vec![0.25, 0.75]).unwrap(),
+            ),
+            ("label", Tensor::i64([1], vec![1]).unwrap()),
+        ]
+        .into_iter()
+        .collect()
     }
 
     #[test]
     fn get_finds_outputs_by_name() {
         let outputs = outputs();
         assert_eq!(outputs.get("label").unwrap().as_i64().unwrap(), &[1]);
-        assert_eq!(outputs.names().collect::<Vec<_>>(), ["probabilities", "label"]);
+        assert_eq!(
+            outputs.names().collect::<Vec<_>>(),
+            ["probabilities", "label"]
+        );
     }
 
     #[test]
@@ -100,7 +115,10 @@ mod tests {
             "the model returned no output named 'logits' (it returned: 'probabilities', 'label')"
         );
         let err = Outputs::default().get("x").unwrap_err();
-        assert_eq!(err.message(), "the model returned no output named 'x' (it returned: none)");
+        assert_eq!(
+            err.message(),
+            "the model returned no output named 'x' (it returned: none)"
+        );
     }
 
     #[test]

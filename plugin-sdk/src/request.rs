@@ -60,7 +60,10 @@ impl Request {
     /// The first query parameter called `name`, percent-decoded (`+` is a space). A parameter
     /// given without `=` has the value `""`.
     pub fn query_param(&self, name: &str) -> Option<String> {
-        self.query_params().into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
+        self.query_params()
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
     }
 
     /// Every query parameter in order, names and values percent-decoded.
@@ -77,15 +80,17 @@ impl Request {
 
     /// The body as UTF-8 text; a 400 error if it is not.
     pub fn body_str(&self) -> Result<&str, PluginError> {
-        std::str::from_utf8(&self.body)
-            .map_err(|e| PluginError::bad_request(format!("the request body is not UTF-8 text: {e}")))
+        std::str::from_utf8(&self.body).map_err(|e| {
+            PluginError::bad_request(format!("the request body is not UTF-8 text: {e}"))
+        })
     }
 
     /// The body parsed as JSON into `T`; a 400 error naming the problem if it does not parse.
     #[cfg(feature = "json")]
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, PluginError> {
-        serde_json::from_slice(&self.body)
-            .map_err(|e| PluginError::bad_request(format!("the request body is not valid JSON: {e}")))
+        serde_json::from_slice(&self.body).map_err(|e| {
+            PluginError::bad_request(format!("the request body is not valid JSON: {e}"))
+        })
     }
 }
 
@@ -143,19 +148,34 @@ mod tests {
     #[test]
     fn body_text_and_json() {
         assert_eq!(Request::new("m", "hi").body_str().unwrap(), "hi");
-        assert_eq!(Request::new("m", vec![0xff]).body_str().unwrap_err().status(), 400);
+        assert_eq!(
+            Request::new("m", vec![0xff])
+                .body_str()
+                .unwrap_err()
+                .status(),
+            400
+        );
         #[cfg(feature = "json")]
         {
             let v: serde_json::Value = Request::new("m", r#"{"a":1}"#).json().unwrap();
             assert_eq!(v["a"], 1);
-            let err = Request::new("m", "{").json::<serde_json::Value>().unwrap_err();
-            assert!(err.message().starts_with("the request body is not valid JSON"), "{err}");
+            let err = Request::new("m", "{")
+                .json::<serde_json::Value>()
+                .unwrap_err();
+            assert!(
+                err.message()
+                    .starts_with("the request body is not valid JSON"),
+                "{err}"
+            );
         }
     }
 
     #[test]
     fn new_fills_in_a_predict_call() {
         let req = Request::new("digits", "x");
-        assert_eq!((req.method.as_str(), req.path.as_str()), ("POST", "/v1/models/digits:predict"));
+        assert_eq!(
+            (req.method.as_str(), req.path.as_str()),
+            ("POST", "/v1/models/digits:predict")
+        );
     }
 }

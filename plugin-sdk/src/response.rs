@@ -25,7 +25,11 @@ pub struct Response {
 impl Response {
     /// A response with this status and body and no headers.
     pub fn new(status: u16, body: impl Into<Vec<u8>>) -> Response {
-        Response { status, headers: Vec::new(), body: body.into() }
+        Response {
+            status,
+            headers: Vec::new(),
+            body: body.into(),
+        }
     }
 
     /// A 200 `text/plain; charset=utf-8` response.
@@ -37,8 +41,9 @@ impl Response {
     /// serialize (a map with non-string keys, say) is an internal error.
     #[cfg(feature = "json")]
     pub fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Response, PluginError> {
-        let body = serde_json::to_vec(value)
-            .map_err(|e| PluginError::internal(format!("could not serialize the JSON response: {e}")))?;
+        let body = serde_json::to_vec(value).map_err(|e| {
+            PluginError::internal(format!("could not serialize the JSON response: {e}"))
+        })?;
         Ok(Response::new(200, body).header("content-type", "application/json"))
     }
 
@@ -56,7 +61,10 @@ impl Response {
 
     /// The first header called `name`, compared case-insensitively (for tests).
     pub fn header_value(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -68,7 +76,10 @@ mod tests {
     fn builders_set_status_headers_and_body() {
         let resp = Response::text("ok").with_status(201).header("x-a", "1");
         assert_eq!(resp.status, 201);
-        assert_eq!(resp.header_value("Content-Type"), Some("text/plain; charset=utf-8"));
+        assert_eq!(
+            resp.header_value("Content-Type"),
+            Some("text/plain; charset=utf-8")
+        );
         assert_eq!(resp.header_value("X-A"), Some("1"));
         assert_eq!(resp.body, b"ok");
     }
@@ -77,7 +88,10 @@ mod tests {
     #[test]
     fn json_sets_the_content_type() {
         let resp = Response::json(&serde_json::json!({"a": [1, 2]})).unwrap();
-        assert_eq!((resp.status, resp.header_value("content-type")), (200, Some("application/json")));
+        assert_eq!(
+            (resp.status, resp.header_value("content-type")),
+            (200, Some("application/json"))
+        );
         assert_eq!(resp.body, br#"{"a":[1,2]}"#);
     }
 }

@@ -163,7 +163,12 @@ pub enum TensorError {
     /// The dimensions multiply to more elements than fit in memory.
     TooLarge { shape: Vec<i64> },
     /// The number of values does not match the shape.
-    ElementCount { dtype: DType, shape: Vec<i64>, expected: usize, given: usize },
+    ElementCount {
+        dtype: DType,
+        shape: Vec<i64>,
+        expected: usize,
+        given: usize,
+    },
     /// An accessor for one dtype was called on a tensor of another.
     WrongDType { wanted: DType, actual: DType },
     /// The gateway sent a tensor whose bytes do not match its dtype and shape.
@@ -173,9 +178,16 @@ pub enum TensorError {
 impl fmt::Display for TensorError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TensorError::NegativeDim { shape } => write!(f, "shape {shape:?} has a negative dimension"),
+            TensorError::NegativeDim { shape } => {
+                write!(f, "shape {shape:?} has a negative dimension")
+            }
             TensorError::TooLarge { shape } => write!(f, "shape {shape:?} has too many elements"),
-            TensorError::ElementCount { dtype, shape, expected, given } => write!(
+            TensorError::ElementCount {
+                dtype,
+                shape,
+                expected,
+                given,
+            } => write!(
                 f,
                 "shape {shape:?} holds {expected} {dtype} element{} but {given} {} given",
                 if *expected == 1 { "" } else { "s" },
@@ -194,8 +206,12 @@ impl std::error::Error for TensorError {}
 /// Number of elements a shape holds, checking that no dimension is negative.
 pub(crate) fn element_count(shape: &[i64]) -> Result<usize, TensorError> {
     shape.iter().try_fold(1usize, |n, &d| {
-        let d = usize::try_from(d).map_err(|_| TensorError::NegativeDim { shape: shape.to_vec() })?;
-        n.checked_mul(d).ok_or_else(|| TensorError::TooLarge { shape: shape.to_vec() })
+        let d = usize::try_from(d).map_err(|_| TensorError::NegativeDim {
+            shape: shape.to_vec(),
+        })?;
+        n.checked_mul(d).ok_or_else(|| TensorError::TooLarge {
+            shape: shape.to_vec(),
+        })
     })
 }
 
@@ -223,7 +239,10 @@ pub struct Tensor {
 macro_rules! typed {
     ($($ctor:ident, $get:ident, $variant:ident, $elem:ty, $what:literal;)*) => {
         $(
-            #[doc = concat!("A ", $what, " tensor; errors if `values` does not hold exactly as many elements as `shape`.")]
+            #[doc = concat!(
+                "A ", $what, " tensor; errors if `values` does not hold exactly as many ",
+                "elements as `shape`."
+            )]
             pub fn $ctor(
                 shape: impl Into<Vec<i64>>,
                 values: impl Into<Vec<$elem>>,
@@ -235,7 +254,10 @@ macro_rules! typed {
             pub fn $get(&self) -> Result<&[$elem], TensorError> {
                 match &self.values {
                     Values::$variant(v) => Ok(v),
-                    other => Err(TensorError::WrongDType { wanted: DType::$variant, actual: other.dtype() }),
+                    other => Err(TensorError::WrongDType {
+                        wanted: DType::$variant,
+                        actual: other.dtype(),
+                    }),
                 }
             }
         )*
@@ -288,7 +310,10 @@ impl Tensor {
     pub fn as_strings(&self) -> Result<&[Vec<u8>], TensorError> {
         match &self.values {
             Values::Str(v) => Ok(v),
-            other => Err(TensorError::WrongDType { wanted: DType::Str, actual: other.dtype() }),
+            other => Err(TensorError::WrongDType {
+                wanted: DType::Str,
+                actual: other.dtype(),
+            }),
         }
     }
 
@@ -336,14 +361,25 @@ mod tests {
     #[test]
     fn constructors_check_the_element_count() {
         let t = Tensor::f32([1, 3], vec![1.0, 2.0, 3.0]).unwrap();
-        assert_eq!((t.shape(), t.dtype(), t.len(), t.rows()), (&[1i64, 3][..], DType::F32, 3, 1));
+        assert_eq!(
+            (t.shape(), t.dtype(), t.len(), t.rows()),
+            (&[1i64, 3][..], DType::F32, 3, 1)
+        );
 
         let err = Tensor::i64([2, 2], vec![1, 2, 3]).unwrap_err();
         assert_eq!(
             err,
-            TensorError::ElementCount { dtype: DType::I64, shape: vec![2, 2], expected: 4, given: 3 }
+            TensorError::ElementCount {
+                dtype: DType::I64,
+                shape: vec![2, 2],
+                expected: 4,
+                given: 3
+            }
         );
-        assert_eq!(err.to_string(), "shape [2, 2] holds 4 i64 elements but 3 were given");
+        assert_eq!(
+            err.to_string(),
+            "shape [2, 2] holds 4 i64 elements but 3 were given"
+        );
         assert_eq!(
             Tensor::u8([1], vec![1, 2]).unwrap_err().to_string(),
             "shape [1] holds 1 u8 element but 2 were given"
@@ -375,14 +411,23 @@ mod tests {
         let t = Tensor::i32([2], vec![7, 8]).unwrap();
         assert_eq!(t.as_i32().unwrap(), &[7, 8]);
         let err = t.as_f32().unwrap_err();
-        assert_eq!(err, TensorError::WrongDType { wanted: DType::F32, actual: DType::I32 });
+        assert_eq!(
+            err,
+            TensorError::WrongDType {
+                wanted: DType::F32,
+                actual: DType::I32
+            }
+        );
         assert_eq!(err.to_string(), "expected a f32 tensor, found i32");
         assert!(t.as_strings().is_err());
     }
 
     #[test]
     fn every_typed_constructor_round_trips() {
-        assert_eq!(Tensor::f64([1], vec![1.5]).unwrap().as_f64().unwrap(), &[1.5]);
+        assert_eq!(
+            Tensor::f64([1], vec![1.5]).unwrap().as_f64().unwrap(),
+            &[1.5]
+        );
         assert_eq!(Tensor::i8([1], vec![-1]).unwrap().as_i8().unwrap(), &[-1]);
         assert_eq!(Tensor::i16([1], vec![-2]).unwrap().as_i16().unwrap(), &[-2]);
         assert_eq!(Tensor::i64([1], vec![-3]).unwrap().as_i64().unwrap(), &[-3]);
@@ -390,9 +435,24 @@ mod tests {
         assert_eq!(Tensor::u16([1], vec![5]).unwrap().as_u16().unwrap(), &[5]);
         assert_eq!(Tensor::u32([1], vec![6]).unwrap().as_u32().unwrap(), &[6]);
         assert_eq!(Tensor::u64([1], vec![7]).unwrap().as_u64().unwrap(), &[7]);
-        assert_eq!(Tensor::bool([2], vec![true, false]).unwrap().as_bool().unwrap(), &[true, false]);
-        assert_eq!(Tensor::f16_bits([1], vec![0x3c00]).unwrap().as_f16_bits().unwrap(), &[0x3c00]);
-        assert_eq!(Tensor::bf16_bits([1], vec![0x3f80]).unwrap().dtype(), DType::BF16);
+        assert_eq!(
+            Tensor::bool([2], vec![true, false])
+                .unwrap()
+                .as_bool()
+                .unwrap(),
+            &[true, false]
+        );
+        assert_eq!(
+            Tensor::f16_bits([1], vec![0x3c00])
+                .unwrap()
+                .as_f16_bits()
+                .unwrap(),
+            &[0x3c00]
+        );
+        assert_eq!(
+            Tensor::bf16_bits([1], vec![0x3f80]).unwrap().dtype(),
+            DType::BF16
+        );
     }
 
     #[test]
@@ -400,7 +460,10 @@ mod tests {
         let from_strs = Tensor::strings([2], ["a", "bc"]).unwrap();
         let from_bytes = Tensor::strings([2], vec![b"a".to_vec(), b"bc".to_vec()]).unwrap();
         assert_eq!(from_strs, from_bytes);
-        assert_eq!(from_strs.as_strings().unwrap(), &[b"a".to_vec(), b"bc".to_vec()]);
+        assert_eq!(
+            from_strs.as_strings().unwrap(),
+            &[b"a".to_vec(), b"bc".to_vec()]
+        );
         assert!(Tensor::strings([3], ["a"]).is_err());
     }
 
