@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Builds every WebAssembly plugin for wasm32-wasip2 (release) and puts each component where
+# the gateway and its tests look for it:
+#   plugins/<model>/plugin.wasm        the example plugins (workspace plugins/)
+#   tests/plugins/wasm/<fixture>.wasm  the test fixtures (workspace tests/plugins/)
+#   tests/plugins/wasm/garbage.wasm    a few bytes that are not WebAssembly at all
+#   tests/plugins/wasm/core-module.wasm  a valid core module that is not a component
+# Both workspaces have their own target dirs, so this never waits on a host build's lock.
+# Runs from any directory; prints each file it wrote with its size.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TARGET=wasm32-wasip2
+
+if ! rustup target list --installed | grep -qx "$TARGET"; then
+    rustup target add "$TARGET"
+fi
+
+built=()
+
+# build WORKSPACE: builds every crate of that cargo workspace.
+build() {
+    echo "building $1 for $TARGET (release)" >&2
+    cargo build --release --target "$TARGET" --manifest-path "$1/Cargo.toml"
+}
+
+# place WORKSPACE CRATE DEST: copies the crate's component to DEST (cargo names the file after
+# the crate, with '-' as '_').
+place() {
+    local workspace=$1 crate=$2 dest=$3
+    local artifact="$workspace/target/$TARGET/release/${crate//-/_}.wasm"
+    mkdir -p "$(dirname "$dest")"
+    cp "$artifact" "$dest.tmp"
+    # Rename into place so a gateway watching the folder never loads a half-written file.
+    mv -f "$dest.tmp" "$dest"
+    built+=("$dest")
+}
+
+build plugins
+for model_dir in plugins/*/; do
+    model_dir=${model_dir%/}
+    [ -f "$model_dir/Cargo.toml" ] && [ -f "$model_dir/model.toml" ] || continue
+    crate=$(sed -n 's/^name *= *"\(.*\)"/\1/p' "$model_dir/Cargo.toml" | head -n 1)
+    place plugins "$crate" "$model_dir/plugin.wasm"
+done
+
+build tests/plugins
+for fixture in echo misbehave pre-only post-only; do
+    place tests/plugins "$fixture" "tests/plugins/wasm/$fixture.wasm"
+done
+
+# Files the gateway must refuse to load, each with a clear error.
+printf 'this is not wasm\n' > tests/plugins/wasm/garbage.wasm
+built+=(tests/plugins/wasm/garbage.wasm)
+printf '\0asm\1\0\0\0' > tests/plugins/wasm/core-module.wasm
+built+=(tests/plugins/wasm/core-module.wasm)
+
+echo "built:"
+for f in "${built[@]}"; do
+    printf '  %8d bytes  %s\n' "$(wc -c < "$f")" "$f"
+done
