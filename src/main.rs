@@ -1,1 +1,138 @@
-fn main() {}
+//! The `infergate` command: `serve` runs the gateway, `check` loads and checks a config and
+//! every plugin without serving.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use infergate::{Gateway, GatewayConfig};
+use tokio::net::TcpListener;
+
+#[derive(Parser)]
+#[command(
+    name = "infergate",
+    version,
+    about = "An inference gateway with WebAssembly plugins"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API.
+    Serve {
+        /// Path to gateway.toml.
+        #[arg(long, short, default_value = "gateway.toml")]
+        config: PathBuf,
+        /// Log as JSON lines instead of text.
+        #[arg(long)]
+        log_json: bool,
+    },
+    /// Load the config and every model folder and plugin, report problems, and exit.
+    Check {
+        #[arg(long, short, default_value = "gateway.toml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config, log_json } => {
+            init_tracing(log_json);
+            serve(config)
+        }
+        Command::Check { config } => {
+            init_tracing(false);
+            check(config)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("infergate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(json: bool) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn check(path: PathBuf) -> anyhow::Result<()> {
+    let config = GatewayConfig::load(&path)?;
+    let gateway = Gateway::load(config)?;
+    let table = gateway.routes().snapshot();
+    println!("{}: ok, {} model(s)", path.display(), table.routes.len());
+    for route in table.routes.values() {
+        let plugins: Vec<String> = [("pre", &route.pre), ("post", &route.post)]
+            .iter()
+            .filter_map(|(role, p)| {
+                p.as_ref()
+                    .map(|p| format!("{role}={} ({})", p.path().display(), p.digest()))
+            })
+            .collect();
+        println!(
+            "  {} → {} `{}` {}",
+            route.name,
+            route.backend_name,
+            route.backend_model(),
+            plugins.join(" ")
+        );
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn serve(path: PathBuf) -> anyhow::Result<()> {
+    let config = GatewayConfig::load(&path)?;
+    let (listen, admin_listen) = (config.server.listen, config.server.admin_listen);
+    // Compiling plugins is CPU-bound; keep it off the async workers.
+    let gateway = tokio::task::spawn_blocking(move || Gateway::load(config)).await??;
+    let public = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let admin = TcpListener::bind(admin_listen)
+        .await
+        .with_context(|| format!("binding admin {admin_listen}"))?;
+    // Scripts wait for these exact lines; with port 0 they carry the chosen port.
+    println!("infergate listening on http://{}", public.local_addr()?);
+    println!("infergate admin on http://{}", admin.local_addr()?);
+    let routes = gateway.routes().snapshot().routes.len();
+    tracing::info!(routes, "serving");
+    infergate::run(Arc::new(gateway), public, admin, shutdown_signal()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

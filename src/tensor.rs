@@ -3,6 +3,8 @@
 //! `TensorProto` — converts to and from this one type, and batching concatenates and splits it
 //! along dim 0.
 
+pub mod half;
+
 use std::fmt;
 
 use bytes::Bytes;
@@ -73,9 +75,18 @@ pub enum TensorError {
     #[error("shape {shape:?} has a negative dimension")]
     NegativeDim { shape: Vec<i64> },
     #[error("shape {shape:?} holds {expected} {dtype} elements but {given} were given")]
-    ElementCount { dtype: DType, shape: Vec<i64>, expected: usize, given: usize },
+    ElementCount {
+        dtype: DType,
+        shape: Vec<i64>,
+        expected: usize,
+        given: usize,
+    },
     #[error("a {dtype} tensor carries its elements in {wanted}, not {other}")]
-    WrongStorage { dtype: DType, wanted: &'static str, other: &'static str },
+    WrongStorage {
+        dtype: DType,
+        wanted: &'static str,
+        other: &'static str,
+    },
     #[error("cannot concatenate: {0}")]
     Concat(String),
     #[error("cannot split: {0}")]
@@ -97,22 +108,46 @@ impl Tensor {
     /// A numeric tensor from raw little-endian bytes, checked against the shape.
     pub fn from_bytes(dtype: DType, shape: Vec<i64>, data: Bytes) -> Result<Self, TensorError> {
         let Some(size) = dtype.size() else {
-            return Err(TensorError::WrongStorage { dtype, wanted: "strings", other: "data" });
+            return Err(TensorError::WrongStorage {
+                dtype,
+                wanted: "strings",
+                other: "data",
+            });
         };
         let expected = element_count(&shape)?;
         if data.len() != expected * size {
-            return Err(TensorError::ElementCount { dtype, shape, expected, given: data.len() / size });
+            return Err(TensorError::ElementCount {
+                dtype,
+                shape,
+                expected,
+                given: data.len() / size,
+            });
         }
-        Ok(Self { dtype, shape, data, strings: Vec::new() })
+        Ok(Self {
+            dtype,
+            shape,
+            data,
+            strings: Vec::new(),
+        })
     }
 
     /// A string tensor, one byte string per element.
     pub fn from_strings(shape: Vec<i64>, strings: Vec<Bytes>) -> Result<Self, TensorError> {
         let expected = element_count(&shape)?;
         if strings.len() != expected {
-            return Err(TensorError::ElementCount { dtype: DType::Str, shape, expected, given: strings.len() });
+            return Err(TensorError::ElementCount {
+                dtype: DType::Str,
+                shape,
+                expected,
+                given: strings.len(),
+            });
         }
-        Ok(Self { dtype: DType::Str, shape, data: Bytes::new(), strings })
+        Ok(Self {
+            dtype: DType::Str,
+            shape,
+            data: Bytes::new(),
+            strings,
+        })
     }
 
     /// Builds a tensor from the plugin contract's parts, whichever storage the dtype uses.
@@ -123,9 +158,17 @@ impl Tensor {
         strings: Vec<Bytes>,
     ) -> Result<Self, TensorError> {
         match dtype {
-            DType::Str if !data.is_empty() => Err(TensorError::WrongStorage { dtype, wanted: "strings", other: "data" }),
+            DType::Str if !data.is_empty() => Err(TensorError::WrongStorage {
+                dtype,
+                wanted: "strings",
+                other: "data",
+            }),
             DType::Str => Self::from_strings(shape, strings),
-            _ if !strings.is_empty() => Err(TensorError::WrongStorage { dtype, wanted: "data", other: "strings" }),
+            _ if !strings.is_empty() => Err(TensorError::WrongStorage {
+                dtype,
+                wanted: "data",
+                other: "strings",
+            }),
             _ => Self::from_bytes(dtype, shape, data),
         }
     }
@@ -162,7 +205,7 @@ impl Tensor {
 
     /// Number of elements.
     pub fn len(&self) -> usize {
-        self.shape.iter().map(|&d| d as usize).product()
+        element_count(&self.shape).unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -182,30 +225,44 @@ impl Tensor {
     /// `f32` elements, or `None` if this is not an `f32` tensor.
     pub fn to_f32(&self) -> Option<Vec<f32>> {
         (self.dtype == DType::F32).then(|| {
-            self.data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+            self.data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
         })
     }
 
     /// `i64` elements, or `None` if this is not an `i64` tensor.
     pub fn to_i64(&self) -> Option<Vec<i64>> {
         (self.dtype == DType::I64).then(|| {
-            self.data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8-byte chunk"))).collect()
+            self.data
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().expect("8-byte chunk")))
+                .collect()
         })
     }
 
     /// Concatenates tensors along dim 0. All must share dtype and the dims after dim 0.
     pub fn concat(parts: &[Tensor]) -> Result<Tensor, TensorError> {
-        let first = parts.first().ok_or_else(|| TensorError::Concat("no tensors".into()))?;
+        let first = parts
+            .first()
+            .ok_or_else(|| TensorError::Concat("no tensors".into()))?;
         if first.shape.is_empty() {
             return Err(TensorError::Concat("a scalar has no dim 0".into()));
         }
         let mut rows = 0i64;
         for part in parts {
             if part.dtype != first.dtype {
-                return Err(TensorError::Concat(format!("dtype {} differs from {}", part.dtype, first.dtype)));
+                return Err(TensorError::Concat(format!(
+                    "dtype {} differs from {}",
+                    part.dtype, first.dtype
+                )));
             }
             if part.shape.len() != first.shape.len() || part.shape[1..] != first.shape[1..] {
-                return Err(TensorError::Concat(format!("shape {:?} differs from {:?} beyond dim 0", part.shape, first.shape)));
+                return Err(TensorError::Concat(format!(
+                    "shape {:?} differs from {:?} beyond dim 0",
+                    part.shape, first.shape
+                )));
             }
             rows += part.shape[0];
         }
@@ -215,7 +272,10 @@ impl Tensor {
             return Ok(first.clone());
         }
         if first.dtype == DType::Str {
-            let strings = parts.iter().flat_map(|p| p.strings.iter().cloned()).collect();
+            let strings = parts
+                .iter()
+                .flat_map(|p| p.strings.iter().cloned())
+                .collect();
             return Tensor::from_strings(shape, strings);
         }
         let mut data = Vec::with_capacity(parts.iter().map(|p| p.data.len()).sum());
@@ -227,20 +287,37 @@ impl Tensor {
 
     /// Rows `start..start + count` along dim 0, sharing the underlying bytes.
     pub fn slice_rows(&self, start: usize, count: usize) -> Result<Tensor, TensorError> {
-        let rows = self.rows().ok_or_else(|| TensorError::Split("a scalar has no dim 0".into()))?;
+        let rows = self
+            .rows()
+            .ok_or_else(|| TensorError::Split("a scalar has no dim 0".into()))?;
         if start + count > rows {
-            return Err(TensorError::Split(format!("rows {start}..{} out of {rows}", start + count)));
+            return Err(TensorError::Split(format!(
+                "rows {start}..{} out of {rows}",
+                start + count
+            )));
         }
         let per_row: usize = self.shape[1..].iter().map(|&d| d as usize).product();
         let mut shape = self.shape.clone();
         shape[0] = count as i64;
         if self.dtype == DType::Str {
             let strings = self.strings[start * per_row..(start + count) * per_row].to_vec();
-            return Ok(Tensor { dtype: self.dtype, shape, data: Bytes::new(), strings });
+            return Ok(Tensor {
+                dtype: self.dtype,
+                shape,
+                data: Bytes::new(),
+                strings,
+            });
         }
         let row_bytes = per_row * self.dtype.size().unwrap_or(0);
-        let data = self.data.slice(start * row_bytes..(start + count) * row_bytes);
-        Ok(Tensor { dtype: self.dtype, shape, data, strings: Vec::new() })
+        let data = self
+            .data
+            .slice(start * row_bytes..(start + count) * row_bytes);
+        Ok(Tensor {
+            dtype: self.dtype,
+            shape,
+            data,
+            strings: Vec::new(),
+        })
     }
 }
 
@@ -248,7 +325,9 @@ impl Tensor {
 pub fn element_count(shape: &[i64]) -> Result<usize, TensorError> {
     shape.iter().try_fold(1usize, |n, &d| {
         if d < 0 {
-            Err(TensorError::NegativeDim { shape: shape.to_vec() })
+            Err(TensorError::NegativeDim {
+                shape: shape.to_vec(),
+            })
         } else {
             Ok(n.saturating_mul(d as usize))
         }
@@ -278,20 +357,30 @@ mod tests {
     fn concat_rejects_mismatched_inner_dims() {
         let a = Tensor::from_f32(vec![1, 2], &[1.0, 2.0]).unwrap();
         let b = Tensor::from_f32(vec![1, 3], &[1.0, 2.0, 3.0]).unwrap();
-        assert!(matches!(Tensor::concat(&[a, b]), Err(TensorError::Concat(_))));
+        assert!(matches!(
+            Tensor::concat(&[a, b]),
+            Err(TensorError::Concat(_))
+        ));
     }
 
     /// A byte count that disagrees with the shape is refused with both numbers.
     #[test]
     fn from_bytes_checks_element_count() {
-        let err = Tensor::from_bytes(DType::F32, vec![2, 2], Bytes::from(vec![0u8; 12])).unwrap_err();
-        assert_eq!(err.to_string(), "shape [2, 2] holds 4 f32 elements but 3 were given");
+        let err =
+            Tensor::from_bytes(DType::F32, vec![2, 2], Bytes::from(vec![0u8; 12])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "shape [2, 2] holds 4 f32 elements but 3 were given"
+        );
     }
 
     /// String tensors slice by element, not by byte.
     #[test]
     fn string_rows_slice() {
         let t = Tensor::from_strings(vec![3], vec!["a".into(), "bb".into(), "c".into()]).unwrap();
-        assert_eq!(t.slice_rows(1, 2).unwrap().strings(), &[Bytes::from("bb"), Bytes::from("c")]);
+        assert_eq!(
+            t.slice_rows(1, 2).unwrap().strings(),
+            &[Bytes::from("bb"), Bytes::from("c")]
+        );
     }
 }

@@ -1,0 +1,169 @@
+//! `gateway.toml`: where the gateway listens, how large a body may be, where model folders
+//! live, and the named backends that models point at.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{ConfigError, read_toml};
+
+/// The whole `gateway.toml`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// `[server]`
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// `[plugins]`
+    #[serde(default)]
+    pub plugins: PluginsConfig,
+    /// `[backends.<name>]` — models name one of these with `backend = "<name>"`.
+    #[serde(default)]
+    pub backends: BTreeMap<String, BackendConfig>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// `listen = "0.0.0.0:8080"` — the public HTTP listener (port 0 picks a free port).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// `admin_listen = "127.0.0.1:9090"` — the operator listener (`/admin/...`).
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: SocketAddr,
+    /// `max_body_bytes = 16777216` — larger request bodies get 413 before they are read whole.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            admin_listen: default_admin_listen(),
+            max_body_bytes: default_max_body_bytes(),
+        }
+    }
+}
+
+/// `[plugins]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// `dir = "plugins"` — one folder per model; relative paths are relative to gateway.toml.
+    #[serde(default = "default_plugin_dir")]
+    pub dir: PathBuf,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        Self {
+            dir: default_plugin_dir(),
+        }
+    }
+}
+
+/// `[backends.<name>]`, told apart by `kind`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum BackendConfig {
+    /// `kind = "tfserving"` — TensorFlow Serving (or anything speaking its gRPC API).
+    Tfserving(TfServingConfig),
+}
+
+/// `kind = "tfserving"`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TfServingConfig {
+    /// `endpoints = ["http://127.0.0.1:8500"]` — gRPC endpoints, used round robin.
+    pub endpoints: Vec<String>,
+    /// `timeout_ms = 10000` — deadline of one backend call (sent as the gRPC deadline too).
+    #[serde(default = "default_backend_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+impl TfServingConfig {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8080))
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9090))
+}
+
+fn default_max_body_bytes() -> usize {
+    16 << 20
+}
+
+fn default_plugin_dir() -> PathBuf {
+    PathBuf::from("plugins")
+}
+
+fn default_backend_timeout_ms() -> u64 {
+    10_000
+}
+
+impl GatewayConfig {
+    /// Reads and validates `gateway.toml`; relative paths inside it are resolved against the
+    /// file's own folder so the gateway can be started from anywhere.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let mut config: GatewayConfig = read_toml(path)?;
+        if config.plugins.dir.is_relative() {
+            let base = path.parent().unwrap_or(Path::new("."));
+            config.plugins.dir = base.join(&config.plugins.dir);
+        }
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Checks what serde can't: values in range, endpoints that parse.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        if self.server.max_body_bytes == 0 {
+            return Err(ConfigError::invalid(
+                path,
+                "server.max_body_bytes must be greater than 0",
+            ));
+        }
+        for (name, backend) in &self.backends {
+            match backend {
+                BackendConfig::Tfserving(tfs) => {
+                    if tfs.endpoints.is_empty() {
+                        return Err(ConfigError::invalid(
+                            path,
+                            format!("backends.{name}.endpoints is empty"),
+                        ));
+                    }
+                    for endpoint in &tfs.endpoints {
+                        let ok = endpoint
+                            .parse::<http::Uri>()
+                            .is_ok_and(|u| u.scheme().is_some() && u.host().is_some());
+                        if !ok {
+                            return Err(ConfigError::invalid(
+                                path,
+                                format!(
+                                    "backends.{name}.endpoints: `{endpoint}` is not a URL like http://host:8500"
+                                ),
+                            ));
+                        }
+                    }
+                    if tfs.timeout_ms == 0 {
+                        return Err(ConfigError::invalid(
+                            path,
+                            format!("backends.{name}.timeout_ms must be greater than 0"),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,239 @@
+//! `plugins/<model>/model.toml`: which backend model a route calls, with which plugins, and
+//! the bounds on each plugin call. The folder's name is the route's name.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{ConfigError, GatewayConfig, read_toml};
+
+/// One model folder's `model.toml`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// `backend = "tfs"` — a `[backends.<name>]` of gateway.toml.
+    pub backend: String,
+    /// `model = "resnet"` — the model's name on the backend (default: the folder's name).
+    pub model: Option<String>,
+    /// `signature = "serving_default"` — the signature to call unless a request names one.
+    #[serde(default = "default_signature")]
+    pub signature: String,
+    /// `plugin = "plugin.wasm"` — one component exporting both `preprocess` and `postprocess`.
+    pub plugin: Option<PathBuf>,
+    /// `pre = "pre.wasm"` — a component exporting `preprocess` (without it: TF Serving REST JSON in).
+    pub pre: Option<PathBuf>,
+    /// `post = "post.wasm"` — a component exporting `postprocess` (without it: TF Serving REST JSON out).
+    pub post: Option<PathBuf>,
+    /// `[batching]`
+    #[serde(default)]
+    pub batching: BatchingConfig,
+    /// `[limits]`
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// `[batching]` — how requests for this model are coalesced into one backend call.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BatchingConfig {
+    /// `max_batch_size = 32` — rows in one backend call; 1 turns batching off.
+    #[serde(default = "default_max_batch_size")]
+    pub max_batch_size: usize,
+    /// `batch_timeout_us = 1000` — how long the oldest queued request may wait for others.
+    #[serde(default = "default_batch_timeout_us")]
+    pub batch_timeout_us: u64,
+    /// `max_enqueued = 1024` — requests (not rows) waiting in this model's queues; one more
+    /// is answered 429 at once.
+    #[serde(default = "default_max_enqueued")]
+    pub max_enqueued: usize,
+    /// `max_concurrent_batches = 2` — backend calls in flight for this model at once.
+    #[serde(default = "default_max_concurrent_batches")]
+    pub max_concurrent_batches: usize,
+    /// `allowed_batch_sizes = [1, 2, 4, 8]` — send only these sizes, padding a batch up to the
+    /// next one by repeating a real row (the padding is dropped from the outputs). Increasing;
+    /// the last must equal `max_batch_size`. Empty: any size.
+    #[serde(default)]
+    pub allowed_batch_sizes: Vec<usize>,
+    /// `pad_variable_length = true` — batch requests whose inputs differ in dims after dim 0
+    /// by padding them to the batch's largest with `pad_value` (placed after the data).
+    /// Outputs are split by rows only; padded inner dims come back as the model produced them.
+    #[serde(default)]
+    pub pad_variable_length: bool,
+    /// `pad_value = 0.0` — the value padding is filled with (converted to the input's dtype).
+    #[serde(default)]
+    pub pad_value: f64,
+}
+
+impl Default for BatchingConfig {
+    fn default() -> Self {
+        Self {
+            max_batch_size: default_max_batch_size(),
+            batch_timeout_us: default_batch_timeout_us(),
+            max_enqueued: default_max_enqueued(),
+            max_concurrent_batches: default_max_concurrent_batches(),
+            allowed_batch_sizes: Vec::new(),
+            pad_variable_length: false,
+            pad_value: 0.0,
+        }
+    }
+}
+
+/// `[limits]` — bounds on every plugin call of this model.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// `timeout_ms = 1000` — wall-clock deadline of one plugin call; past it, 504.
+    #[serde(default = "default_plugin_timeout_ms")]
+    pub timeout_ms: u64,
+    /// `memory_mb = 64` — linear memory one plugin instance may grow to; past it, 500.
+    #[serde(default = "default_memory_mb")]
+    pub memory_mb: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            timeout_ms: default_plugin_timeout_ms(),
+            memory_mb: default_memory_mb(),
+        }
+    }
+}
+
+impl LimitsConfig {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    pub fn memory_bytes(&self) -> usize {
+        (self.memory_mb as usize) << 20
+    }
+}
+
+/// Largest per-call memory cap a model may ask for; it must fit the engine's memory slots.
+pub const MAX_MEMORY_MB: u64 = 4096;
+
+fn default_signature() -> String {
+    "serving_default".to_string()
+}
+fn default_max_batch_size() -> usize {
+    32
+}
+fn default_batch_timeout_us() -> u64 {
+    1000
+}
+fn default_max_enqueued() -> usize {
+    1024
+}
+fn default_max_concurrent_batches() -> usize {
+    2
+}
+fn default_plugin_timeout_ms() -> u64 {
+    1000
+}
+fn default_memory_mb() -> u64 {
+    64
+}
+
+impl ModelConfig {
+    /// Reads `<dir>/model.toml`, resolves plugin paths against `<dir>` and validates against
+    /// the gateway config (the backend must exist, plugin files must exist).
+    pub fn load(dir: &Path, gateway: &GatewayConfig) -> Result<Self, ConfigError> {
+        let path = dir.join("model.toml");
+        let mut config: ModelConfig = read_toml(&path)?;
+        for file in [&mut config.plugin, &mut config.pre, &mut config.post]
+            .into_iter()
+            .flatten()
+        {
+            if file.is_relative() {
+                *file = dir.join(&*file);
+            }
+        }
+        config.validate(&path, gateway)?;
+        Ok(config)
+    }
+
+    /// The plugin file that runs `preprocess`, if any.
+    pub fn pre_path(&self) -> Option<&Path> {
+        self.plugin.as_deref().or(self.pre.as_deref())
+    }
+
+    /// The plugin file that runs `postprocess`, if any.
+    pub fn post_path(&self) -> Option<&Path> {
+        self.plugin.as_deref().or(self.post.as_deref())
+    }
+
+    fn validate(&self, path: &Path, gateway: &GatewayConfig) -> Result<(), ConfigError> {
+        if !gateway.backends.contains_key(&self.backend) {
+            let known: Vec<&str> = gateway.backends.keys().map(String::as_str).collect();
+            return Err(ConfigError::invalid(
+                path,
+                format!(
+                    "backend `{}` is not defined in gateway.toml (defined: {})",
+                    self.backend,
+                    known.join(", ")
+                ),
+            ));
+        }
+        if self.plugin.is_some() && (self.pre.is_some() || self.post.is_some()) {
+            return Err(ConfigError::invalid(
+                path,
+                "`plugin` sets both pre and post; use it or `pre`/`post`, not both",
+            ));
+        }
+        for file in [&self.plugin, &self.pre, &self.post].into_iter().flatten() {
+            if !file.is_file() {
+                return Err(ConfigError::invalid(
+                    path,
+                    format!("plugin file {} does not exist", file.display()),
+                ));
+            }
+        }
+        if self.model.as_deref() == Some("") || self.signature.is_empty() {
+            return Err(ConfigError::invalid(
+                path,
+                "`model` and `signature` must not be empty",
+            ));
+        }
+        let b = &self.batching;
+        if b.max_batch_size == 0 || b.max_enqueued == 0 {
+            return Err(ConfigError::invalid(
+                path,
+                "batching.max_batch_size and batching.max_enqueued must be at least 1",
+            ));
+        }
+        if b.max_concurrent_batches == 0 {
+            return Err(ConfigError::invalid(
+                path,
+                "batching.max_concurrent_batches must be at least 1",
+            ));
+        }
+        if !b.allowed_batch_sizes.is_empty() {
+            let increasing = b.allowed_batch_sizes.windows(2).all(|w| w[0] < w[1])
+                && b.allowed_batch_sizes[0] > 0;
+            if !increasing || b.allowed_batch_sizes.last() != Some(&b.max_batch_size) {
+                return Err(ConfigError::invalid(
+                    path,
+                    format!(
+                        "batching.allowed_batch_sizes must increase and end with max_batch_size ({})",
+                        b.max_batch_size
+                    ),
+                ));
+            }
+        }
+        let l = &self.limits;
+        if l.timeout_ms == 0 {
+            return Err(ConfigError::invalid(
+                path,
+                "limits.timeout_ms must be greater than 0",
+            ));
+        }
+        if l.memory_mb == 0 || l.memory_mb > MAX_MEMORY_MB {
+            return Err(ConfigError::invalid(
+                path,
+                format!("limits.memory_mb must be between 1 and {MAX_MEMORY_MB}"),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,86 @@
+//! The running gateway's shared state — config, plugin runtime, backends, live route table —
+//! and how it is built from config: every model folder loaded and checked before any port is
+//! bound.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::backend::{Backend, BackendError};
+use crate::config::{ConfigError, GatewayConfig};
+use crate::plugin::{Runtime, RuntimeError};
+use crate::routes::{self, RouteError, RouteStore, RouteTable};
+
+pub struct Gateway {
+    config: GatewayConfig,
+    runtime: Runtime,
+    backends: BTreeMap<String, Arc<Backend>>,
+    routes: RouteStore,
+}
+
+/// Why the gateway can't start. Route errors are collected so one run reports them all.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("backend `{0}`: {1}")]
+    Backend(String, BackendError),
+    #[error("{} model folder(s) failed to load:\n{}", .0.len(), .0.iter().map(|(n, e)| format!("  {n}: {e}")).collect::<Vec<_>>().join("\n"))]
+    Routes(Vec<(String, RouteError)>),
+}
+
+impl Gateway {
+    /// Loads every model folder. Fails if any folder is invalid, naming each one.
+    pub fn load(config: GatewayConfig) -> Result<Gateway, StartError> {
+        let runtime = Runtime::new()?;
+        Self::load_with(config, runtime)
+    }
+
+    pub fn load_with(config: GatewayConfig, runtime: Runtime) -> Result<Gateway, StartError> {
+        let backends = config
+            .backends
+            .iter()
+            .map(|(name, cfg)| {
+                Backend::from_config(name, cfg)
+                    .map(|b| (name.clone(), Arc::new(b)))
+                    .map_err(|e| StartError::Backend(name.clone(), e))
+            })
+            .collect::<Result<BTreeMap<_, _>, _>>()?;
+        let mut table = RouteTable::default();
+        let mut failures = Vec::new();
+        for (name, dir) in routes::model_dirs(&config.plugins.dir)? {
+            match routes::load_route(&name, &dir, &config, &backends, &runtime) {
+                Ok(route) => {
+                    table.routes.insert(name, Arc::new(route));
+                }
+                Err(e) => failures.push((name, e)),
+            }
+        }
+        if !failures.is_empty() {
+            return Err(StartError::Routes(failures));
+        }
+        Ok(Gateway {
+            config,
+            runtime,
+            backends,
+            routes: RouteStore::new(table),
+        })
+    }
+
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    pub fn backends(&self) -> &BTreeMap<String, Arc<Backend>> {
+        &self.backends
+    }
+
+    pub fn routes(&self) -> &RouteStore {
+        &self.routes
+    }
+}

@@ -1,0 +1,212 @@
+//! The public HTTP listener (hyper): reads a request within the body limit, routes it by
+//! [`path::Endpoint`], and turns every result — plugin response, REST JSON, or [`Error`] —
+//! into an HTTP response carrying the request id.
+
+pub mod path;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use serde_json::json;
+
+use crate::backend::metadata::status_json;
+use crate::error::Error;
+use crate::gateway::Gateway;
+use crate::pipeline::{self, PredictCall};
+use crate::plugin::PluginResponse;
+use path::{Endpoint, PathError};
+
+pub type Body = Full<Bytes>;
+
+/// Handles one HTTP request. Never fails: errors become JSON error responses.
+pub async fn handle(
+    gateway: Arc<Gateway>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let request_id = request_id(&request);
+    let result = route(&gateway, request, &request_id).await;
+    let mut response = match result {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::debug!(request_id = %request_id, status = error.status().as_u16(), "{error}");
+            json_response(error.status(), error.body())
+        }
+    };
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    Ok(response)
+}
+
+async fn route(
+    gateway: &Gateway,
+    request: Request<Incoming>,
+    request_id: &str,
+) -> Result<Response<Body>, Error> {
+    let endpoint = path::parse(request.method(), request.uri().path()).map_err(|e| match e {
+        PathError::NotFound => Error::NoEndpoint {
+            method: request.method().to_string(),
+            path: request.uri().path().to_string(),
+        },
+        PathError::MethodNotAllowed => Error::MethodNotAllowed {
+            method: request.method().to_string(),
+            path: request.uri().path().to_string(),
+        },
+        PathError::Invalid(message) => Error::BadRequest(message),
+    })?;
+    let table = gateway.routes().snapshot();
+    match endpoint {
+        Endpoint::Healthz => Ok(json_response(
+            StatusCode::OK,
+            Bytes::from_static(b"{\"status\":\"ok\"}"),
+        )),
+        Endpoint::Readyz => Ok(json_response(
+            StatusCode::OK,
+            Bytes::from_static(b"{\"status\":\"ready\"}"),
+        )),
+        Endpoint::ListModels => Ok(json_response(
+            StatusCode::OK,
+            Bytes::from(list_models(&table).to_string()),
+        )),
+        Endpoint::Status { model, version } => {
+            let route = table.get(&model).ok_or(Error::UnknownModel(model))?;
+            let versions = route.backend.status(&route.target(version, None)).await?;
+            let mut body = status_json(&versions);
+            body["infergate"] = route_json(&route);
+            Ok(json_response(StatusCode::OK, Bytes::from(body.to_string())))
+        }
+        Endpoint::Metadata { model, version } => {
+            let route = table.get(&model).ok_or(Error::UnknownModel(model))?;
+            let metadata = route.backend.metadata(&route.target(version, None)).await?;
+            Ok(json_response(
+                StatusCode::OK,
+                Bytes::from(metadata.to_json().to_string()),
+            ))
+        }
+        Endpoint::Predict { model, version } => {
+            let route = table.get(&model).ok_or(Error::UnknownModel(model))?;
+            drop(table);
+            let call = predict_call(gateway, request, version, request_id).await?;
+            let response = pipeline::predict(gateway, route, call).await?;
+            Ok(plugin_response(response))
+        }
+    }
+}
+
+async fn predict_call(
+    gateway: &Gateway,
+    request: Request<Incoming>,
+    version: crate::backend::VersionChoice,
+    request_id: &str,
+) -> Result<PredictCall, Error> {
+    let (parts, body) = request.into_parts();
+    let limit = gateway.config().server.max_body_bytes;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(Error::BodyTooLarge { limit });
+    }
+    let body = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<LengthLimitError>() => return Err(Error::BodyTooLarge { limit }),
+        Err(e) => {
+            return Err(Error::BadRequest(format!(
+                "could not read the request body: {e}"
+            )));
+        }
+    };
+    let headers = parts
+        .headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    Ok(PredictCall {
+        version,
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().unwrap_or("").to_string(),
+        headers,
+        body,
+        request_id: request_id.to_string(),
+    })
+}
+
+fn plugin_response(response: PluginResponse) -> Response<Body> {
+    let mut out = Response::new(Full::new(response.body));
+    *out.status_mut() = response.status;
+    *out.headers_mut() = response.headers;
+    out
+}
+
+fn json_response(status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn list_models(table: &crate::routes::RouteTable) -> serde_json::Value {
+    let models: Vec<serde_json::Value> = table
+        .routes
+        .values()
+        .map(|route| {
+            let mut entry = route_json(route);
+            entry["name"] = json!(route.name);
+            entry
+        })
+        .collect();
+    json!({ "models": models })
+}
+
+/// What the gateway knows of a route: backend, plugins (path, digest, load time).
+fn route_json(route: &crate::routes::Route) -> serde_json::Value {
+    let plugin = |p: &Option<Arc<crate::plugin::Plugin>>| {
+        p.as_ref().map(|p| {
+            json!({
+                "path": p.path().display().to_string(),
+                "digest": p.digest(),
+                "loaded_at": unix_seconds(p.loaded_at()),
+            })
+        })
+    };
+    json!({
+        "backend": route.backend_name,
+        "backend_model": route.backend_model(),
+        "signature": route.config.signature,
+        "pre": plugin(&route.pre),
+        "post": plugin(&route.post),
+        "loaded_at": unix_seconds(route.loaded_at),
+    })
+}
+
+fn unix_seconds(t: std::time::SystemTime) -> f64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The client's `x-request-id` if it is a sane header value, else a new one.
+fn request_id<B>(request: &Request<B>) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    if let Some(id) = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+    {
+        if !id.is_empty() && id.len() <= 128 {
+            return id.to_string();
+        }
+    }
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{:08x}-{n:08x}", std::process::id())
+}

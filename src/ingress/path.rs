@@ -1,0 +1,213 @@
+//! The HTTP API's URL grammar, TF Serving's: `/v1/models/{m}[/versions/{v}|/labels/{l}]`
+//! followed by `:predict` (POST), `/metadata` (GET) or nothing (GET status). The `/v1/models`
+//! prefix is case-insensitive and names are percent-decoded, as TF Serving does.
+
+use crate::backend::VersionChoice;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Predict {
+        model: String,
+        version: VersionChoice,
+    },
+    Status {
+        model: String,
+        version: VersionChoice,
+    },
+    Metadata {
+        model: String,
+        version: VersionChoice,
+    },
+    ListModels,
+    Healthz,
+    Readyz,
+}
+
+/// Why a path is not part of the API.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PathError {
+    NotFound,
+    MethodNotAllowed,
+    Invalid(String),
+}
+
+pub fn parse(method: &http::Method, path: &str) -> Result<Endpoint, PathError> {
+    use http::Method;
+    let get = |e: Endpoint| {
+        if method == Method::GET || method == Method::HEAD {
+            Ok(e)
+        } else {
+            Err(PathError::MethodNotAllowed)
+        }
+    };
+    match path {
+        "/healthz" => return get(Endpoint::Healthz),
+        "/readyz" => return get(Endpoint::Readyz),
+        _ => {}
+    }
+    const PREFIX: &str = "/v1/models";
+    let Some(head) = path
+        .get(..PREFIX.len())
+        .filter(|h| h.eq_ignore_ascii_case(PREFIX))
+    else {
+        return Err(PathError::NotFound);
+    };
+    let _ = head;
+    let rest = &path[PREFIX.len()..];
+    if rest.is_empty() || rest == "/" {
+        return get(Endpoint::ListModels);
+    }
+    let rest = rest.strip_prefix('/').ok_or(PathError::NotFound)?;
+    let (model, rest) = split_name(rest)?;
+    let (version, rest) = parse_version(rest)?;
+    if let Some(verb) = rest.strip_prefix(':') {
+        return match verb.to_ascii_lowercase().as_str() {
+            "predict" if method == Method::POST => Ok(Endpoint::Predict { model, version }),
+            "predict" => Err(PathError::MethodNotAllowed),
+            "classify" | "regress" => Err(PathError::Invalid(format!(
+                "`:{verb}` is not supported; use `:predict`"
+            ))),
+            _ => Err(PathError::NotFound),
+        };
+    }
+    if rest.is_empty() {
+        return get(Endpoint::Status { model, version });
+    }
+    if rest.eq_ignore_ascii_case("/metadata") {
+        return get(Endpoint::Metadata { model, version });
+    }
+    Err(PathError::NotFound)
+}
+
+/// A `[^/:]+` segment, percent-decoded.
+fn split_name(s: &str) -> Result<(String, &str), PathError> {
+    let end = s.find(['/', ':']).unwrap_or(s.len());
+    if end == 0 {
+        return Err(PathError::NotFound);
+    }
+    let name = percent_decode(&s[..end]).ok_or_else(|| {
+        PathError::Invalid(format!("`{}` is not valid percent-encoding", &s[..end]))
+    })?;
+    Ok((name, &s[end..]))
+}
+
+fn parse_version(s: &str) -> Result<(VersionChoice, &str), PathError> {
+    let lower = s.get(..10).map(str::to_ascii_lowercase);
+    if lower.as_deref() == Some("/versions/") {
+        let (v, rest) = split_name(&s[10..])?;
+        let number = v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0 && v.bytes().all(|b| b.is_ascii_digit()));
+        let number =
+            number.ok_or_else(|| PathError::Invalid(format!("version `{v}` is not a number")))?;
+        return Ok((VersionChoice::Number(number), rest));
+    }
+    if s.get(..8).map(str::to_ascii_lowercase).as_deref() == Some("/labels/") {
+        let (label, rest) = split_name(&s[8..])?;
+        return Ok((VersionChoice::Label(label), rest));
+    }
+    Ok((VersionChoice::Latest, s))
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Method;
+
+    fn predict(model: &str, version: VersionChoice) -> Result<Endpoint, PathError> {
+        Ok(Endpoint::Predict {
+            model: model.into(),
+            version,
+        })
+    }
+
+    /// Every form of TF Serving's predict URL parses, including case-insensitive prefixes.
+    #[test]
+    fn predict_paths() {
+        assert_eq!(
+            parse(&Method::POST, "/v1/models/digits:predict"),
+            predict("digits", VersionChoice::Latest)
+        );
+        assert_eq!(
+            parse(&Method::POST, "/v1/models/digits/versions/2:predict"),
+            predict("digits", VersionChoice::Number(2))
+        );
+        assert_eq!(
+            parse(&Method::POST, "/V1/Models/digits/labels/stable:predict"),
+            predict("digits", VersionChoice::Label("stable".into()))
+        );
+        assert_eq!(
+            parse(&Method::POST, "/v1/models/my%20model:predict"),
+            predict("my model", VersionChoice::Latest)
+        );
+    }
+
+    /// Status, metadata and the route list are GET endpoints.
+    #[test]
+    fn get_paths() {
+        assert_eq!(parse(&Method::GET, "/v1/models"), Ok(Endpoint::ListModels));
+        assert_eq!(
+            parse(&Method::GET, "/v1/models/digits/versions/1"),
+            Ok(Endpoint::Status {
+                model: "digits".into(),
+                version: VersionChoice::Number(1)
+            })
+        );
+        assert_eq!(
+            parse(&Method::GET, "/v1/models/digits/metadata"),
+            Ok(Endpoint::Metadata {
+                model: "digits".into(),
+                version: VersionChoice::Latest
+            })
+        );
+        assert_eq!(parse(&Method::GET, "/healthz"), Ok(Endpoint::Healthz));
+    }
+
+    /// Wrong methods, bad versions and unknown paths are told apart.
+    #[test]
+    fn rejected_paths() {
+        assert_eq!(
+            parse(&Method::GET, "/v1/models/digits:predict"),
+            Err(PathError::MethodNotAllowed)
+        );
+        assert_eq!(
+            parse(&Method::POST, "/v1/models/digits"),
+            Err(PathError::MethodNotAllowed)
+        );
+        assert!(matches!(
+            parse(&Method::POST, "/v1/models/digits/versions/x:predict"),
+            Err(PathError::Invalid(_))
+        ));
+        assert!(matches!(
+            parse(&Method::POST, "/v1/models/digits:classify"),
+            Err(PathError::Invalid(_))
+        ));
+        assert_eq!(
+            parse(&Method::GET, "/v2/models/digits"),
+            Err(PathError::NotFound)
+        );
+        assert_eq!(
+            parse(&Method::GET, "/v1/models/digits/other"),
+            Err(PathError::NotFound)
+        );
+        assert_eq!(parse(&Method::GET, "/v1/modelsx"), Err(PathError::NotFound));
+    }
+}

@@ -1,0 +1,140 @@
+//! The plugin runtime: loads a model's `.wasm` components once (compiled and pre-instantiated,
+//! never on the request path) and runs each call in a fresh, sandboxed, bounded `Store`.
+//!
+//! A plugin file may export `preprocess`, `postprocess` or both (the worlds of
+//! `plugin-sdk/wit/plugin.wit`); loading checks the exports the model needs.
+
+mod bindings;
+mod call;
+mod convert;
+mod host;
+mod runtime;
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+
+pub use call::{CallError, CallLimits, PluginRequest, PluginResponse, Prepared, Rejection};
+pub use host::CallTag;
+pub use runtime::{Allocator, EPOCH_TICK, Runtime, RuntimeError};
+
+use bindings::{post::PostprocessorPre, pre::PreprocessorPre};
+use host::HostState;
+
+/// Which exports a model needs from a plugin file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Needs {
+    pub pre: bool,
+    pub post: bool,
+}
+
+/// Why a plugin file can't be used. The message names the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {reason}", path.display())]
+pub struct LoadError {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// A compiled, type-checked plugin file, ready to instantiate.
+pub struct Plugin {
+    path: PathBuf,
+    digest: String,
+    loaded_at: SystemTime,
+    pre: Option<PreprocessorPre<HostState>>,
+    post: Option<PostprocessorPre<HostState>>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("path", &self.path)
+            .field("digest", &self.digest)
+            .finish()
+    }
+}
+
+impl Plugin {
+    /// Compiles `path` and checks it exports what `needs` asks for. CPU-heavy (Cranelift):
+    /// call it from a blocking thread, never on the async runtime.
+    pub fn load(runtime: &Runtime, path: &Path, needs: Needs) -> Result<Plugin, LoadError> {
+        let fail = |reason: String| LoadError {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+        Self::from_bytes(runtime, path, &bytes, needs)
+    }
+
+    /// Like [`Plugin::load`] for bytes already read; `path` only names them in errors.
+    pub fn from_bytes(
+        runtime: &Runtime,
+        path: &Path,
+        bytes: &[u8],
+        needs: Needs,
+    ) -> Result<Plugin, LoadError> {
+        let fail = |reason: String| LoadError {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if !bytes.starts_with(b"\0asm") {
+            return Err(fail(
+                "not a WebAssembly file (build plugins with `--target wasm32-wasip2`)".into(),
+            ));
+        }
+        let digest = hex::encode(Sha256::digest(bytes));
+        let component = Component::new(runtime.engine(), bytes).map_err(|e| {
+            let text = format!("{e:#}");
+            if text.contains("core module") || text.contains("component") && text.contains("expected") {
+                fail(format!("not a WebAssembly component (a core module? build with `--target wasm32-wasip2`): {text}"))
+            } else {
+                fail(format!("invalid WebAssembly component: {text}"))
+            }
+        })?;
+        let instance_pre = runtime.linker().instantiate_pre(&component).map_err(|e| {
+            fail(format!(
+                "needs an import the gateway does not provide: {e:#}"
+            ))
+        })?;
+        let pre = needs
+            .pre
+            .then(|| PreprocessorPre::new(instance_pre.clone()))
+            .transpose()
+            .map_err(|e| {
+                fail(format!(
+                    "does not export `preprocess` as infergate:plugin@0.1.0 defines it: {e:#}"
+                ))
+            })?;
+        let post = needs
+            .post
+            .then(|| PostprocessorPre::new(instance_pre))
+            .transpose()
+            .map_err(|e| {
+                fail(format!(
+                    "does not export `postprocess` as infergate:plugin@0.1.0 defines it: {e:#}"
+                ))
+            })?;
+        Ok(Plugin {
+            path: path.to_path_buf(),
+            digest,
+            loaded_at: SystemTime::now(),
+            pre,
+            post,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `sha256:<hex>` of the file's bytes.
+    pub fn digest(&self) -> String {
+        format!("sha256:{}", self.digest)
+    }
+
+    pub fn loaded_at(&self) -> SystemTime {
+        self.loaded_at
+    }
+}

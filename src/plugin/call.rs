@@ -1,0 +1,190 @@
+//! One plugin call: a fresh `Store` with the model's memory cap and deadline, instantiate from
+//! the pre-instantiated component, call, and classify the outcome. Every way a plugin can fail
+//! — rejection, trap, deadline, memory cap, malformed output — becomes a [`CallError`] that
+//! costs this request only.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use super::Plugin;
+use super::convert;
+use super::host::{CallTag, HostState};
+use super::runtime::{EPOCH_TICK, Runtime};
+use crate::tensor::NamedTensors;
+
+/// Bounds on one call, from the model's `[limits]`.
+#[derive(Clone, Copy, Debug)]
+pub struct CallLimits {
+    pub timeout: Duration,
+    pub memory_bytes: usize,
+}
+
+/// The HTTP request as a preprocessor sees it.
+#[derive(Clone, Debug, Default)]
+pub struct PluginRequest {
+    pub model: String,
+    pub version: Option<i64>,
+    pub label: Option<String>,
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+/// A preprocessor's result: model inputs sharing one dim 0, and context for the postprocessor.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    pub inputs: NamedTensors,
+    pub context: Bytes,
+}
+
+/// A postprocessor's result, checked: a valid status, valid header names and values.
+#[derive(Clone, Debug)]
+pub struct PluginResponse {
+    pub status: http::StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+/// A plugin's own "no", with its message for the client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    BadRequest(String),
+    Unprocessable(String),
+    Internal(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("{}", match .0 { Rejection::BadRequest(m) | Rejection::Unprocessable(m) | Rejection::Internal(m) => m })]
+    Rejected(Rejection),
+    #[error("plugin trapped: {0}")]
+    Trap(String),
+    #[error("plugin exceeded its {}ms deadline", .0.as_millis())]
+    Timeout(Duration),
+    #[error("plugin exceeded its memory limit of {} MiB (limits.memory_mb)", .limit_bytes >> 20)]
+    MemoryLimit { limit_bytes: usize },
+    #[error("plugin returned an invalid result: {0}")]
+    InvalidOutput(String),
+    #[error("plugin {0} does not export `{1}`")]
+    NotExported(String, &'static str),
+}
+
+/// Extra time the outer timeout allows past the epoch deadline. Epoch interruption catches
+/// guest code within a tick; the outer timeout catches what epochs can't (a host call that
+/// blocks, a bulk memory copy).
+const OUTER_GRACE: Duration = Duration::from_millis(50);
+
+impl Plugin {
+    /// Runs `preprocess` on a request.
+    pub async fn preprocess(
+        &self,
+        runtime: &Runtime,
+        request: &PluginRequest,
+        limits: CallLimits,
+        tag: CallTag,
+    ) -> Result<Prepared, CallError> {
+        let pre = self
+            .pre
+            .as_ref()
+            .ok_or_else(|| self.not_exported("preprocess"))?;
+        let wit_request = convert::request_to_wit(request);
+        let mut store = new_store(runtime, limits, tag);
+        let outcome = tokio::time::timeout(limits.timeout + OUTER_GRACE, async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            instance.call_preprocess(&mut store, &wit_request).await
+        })
+        .await;
+        let answer = settle(outcome, &store, limits)?;
+        let prepared = answer.map_err(|e| CallError::Rejected(convert::rejection(e)))?;
+        convert::prepared_from_wit(prepared).map_err(CallError::InvalidOutput)
+    }
+
+    /// Runs `postprocess` on one request's rows of the model outputs.
+    pub async fn postprocess(
+        &self,
+        runtime: &Runtime,
+        outputs: &NamedTensors,
+        context: &[u8],
+        limits: CallLimits,
+        tag: CallTag,
+    ) -> Result<PluginResponse, CallError> {
+        let post = self
+            .post
+            .as_ref()
+            .ok_or_else(|| self.not_exported("postprocess"))?;
+        let wit_outputs = convert::tensors_to_wit(outputs);
+        let mut store = new_store(runtime, limits, tag);
+        let outcome = tokio::time::timeout(limits.timeout + OUTER_GRACE, async {
+            let instance = post.instantiate_async(&mut store).await?;
+            instance
+                .call_postprocess(&mut store, &wit_outputs, context)
+                .await
+        })
+        .await;
+        let answer = settle(outcome, &store, limits)?;
+        let response = answer.map_err(|e| CallError::Rejected(convert::rejection(e)))?;
+        convert::response_from_wit(response).map_err(CallError::InvalidOutput)
+    }
+
+    fn not_exported(&self, export: &'static str) -> CallError {
+        CallError::NotExported(self.path.display().to_string(), export)
+    }
+}
+
+/// A store for one call: the model's memory cap, and a deadline checked on every epoch tick.
+/// Until the deadline a running guest yields to the async runtime each tick, so a busy plugin
+/// shares its worker thread instead of holding it.
+fn new_store(runtime: &Runtime, limits: CallLimits, tag: CallTag) -> Store<HostState> {
+    let mut store = Store::new(runtime.engine(), HostState::new(tag, limits.memory_bytes));
+    store.limiter(|state| &mut state.limits);
+    let deadline = Instant::now() + limits.timeout;
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        Ok(if Instant::now() >= deadline {
+            UpdateDeadline::Interrupt
+        } else {
+            UpdateDeadline::Yield(1)
+        })
+    });
+    store
+}
+
+/// Turns a finished (or timed out) call into the guest's answer or a [`CallError`].
+fn settle<T>(
+    outcome: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,
+    store: &Store<HostState>,
+    limits: CallLimits,
+) -> Result<T, CallError> {
+    store.data().flush_output();
+    let error = match outcome {
+        Ok(Ok(answer)) => return Ok(answer),
+        Err(_elapsed) => return Err(CallError::Timeout(limits.timeout)),
+        Ok(Err(error)) => error,
+    };
+    if store.data().limits.denied.is_some() {
+        return Err(CallError::MemoryLimit {
+            limit_bytes: store.data().limits.max_bytes(),
+        });
+    }
+    if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        return Err(CallError::Timeout(limits.timeout));
+    }
+    tracing::warn!(error = ?error, "plugin trapped");
+    // The trap's kind ("wasm `unreachable` instruction executed") is the root of the chain;
+    // the outer layers are a wasm backtrace, which goes to the log, not to the client.
+    let mut message = match error.downcast_ref::<Trap>() {
+        Some(trap) => trap.to_string(),
+        None => error.root_cause().to_string(),
+    };
+    if let Some(complaint) = store.data().last_complaint() {
+        message = format!("{message}: {complaint}");
+    }
+    Err(CallError::Trap(message))
+}
+
+// The tick must stay well below any sensible plugin deadline for the deadline to be precise.
+const _: () = assert!(EPOCH_TICK.as_millis() <= 10);

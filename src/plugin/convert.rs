@@ -1,0 +1,152 @@
+//! Conversions between the gateway's types and the generated WIT types, with the checks a
+//! plugin's output must pass before the gateway trusts it.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+
+use super::bindings::types::{self as wit, Dtype};
+use super::call::{PluginRequest, PluginResponse, Prepared, Rejection};
+use crate::tensor::{DType, NamedTensors, Tensor};
+
+pub fn request_to_wit(request: &PluginRequest) -> wit::Request {
+    wit::Request {
+        model: request.model.clone(),
+        version: request.version,
+        label: request.label.clone(),
+        method: request.method.clone(),
+        path: request.path.clone(),
+        query: request.query.clone(),
+        headers: request.headers.clone(),
+        body: request.body.to_vec(),
+    }
+}
+
+pub fn tensors_to_wit(tensors: &NamedTensors) -> Vec<(String, wit::Tensor)> {
+    tensors
+        .iter()
+        .map(|(name, t)| (name.clone(), tensor_to_wit(t)))
+        .collect()
+}
+
+fn tensor_to_wit(tensor: &Tensor) -> wit::Tensor {
+    wit::Tensor {
+        dtype: dtype_to_wit(tensor.dtype()),
+        shape: tensor.shape().to_vec(),
+        data: tensor.data().to_vec(),
+        strings: tensor.strings().iter().map(|s| s.to_vec()).collect(),
+    }
+}
+
+pub fn rejection(error: wit::PluginError) -> Rejection {
+    match error {
+        wit::PluginError::BadRequest(m) => Rejection::BadRequest(m),
+        wit::PluginError::Unprocessable(m) => Rejection::Unprocessable(m),
+        wit::PluginError::Internal(m) => Rejection::Internal(m),
+    }
+}
+
+/// Checks a preprocessor's output: unique names, well-formed tensors, one shared dim 0.
+pub fn prepared_from_wit(prepared: wit::Prepared) -> Result<Prepared, String> {
+    if prepared.inputs.is_empty() {
+        return Err("preprocess returned no input tensors".into());
+    }
+    let mut inputs: NamedTensors = Vec::with_capacity(prepared.inputs.len());
+    for (name, t) in prepared.inputs {
+        if inputs.iter().any(|(n, _)| *n == name) {
+            return Err(format!("input `{name}` appears twice"));
+        }
+        let strings = t.strings.into_iter().map(Bytes::from).collect();
+        let tensor = Tensor::from_parts(
+            dtype_from_wit(t.dtype),
+            t.shape,
+            Bytes::from(t.data),
+            strings,
+        )
+        .map_err(|e| format!("input `{name}`: {e}"))?;
+        inputs.push((name, tensor));
+    }
+    let rows = |t: &Tensor| t.rows();
+    let first_rows = rows(&inputs[0].1);
+    if first_rows.is_none() {
+        return Err(format!(
+            "input `{}` is a scalar; inputs need a batch dimension (dim 0)",
+            inputs[0].0
+        ));
+    }
+    if let Some((name, t)) = inputs.iter().find(|(_, t)| rows(t) != first_rows) {
+        return Err(format!(
+            "input `{name}` has shape {:?} but `{}` has {:?}; all inputs must share dim 0",
+            t.shape(),
+            inputs[0].0,
+            inputs[0].1.shape()
+        ));
+    }
+    Ok(Prepared {
+        inputs,
+        context: Bytes::from(prepared.context),
+    })
+}
+
+/// Checks a postprocessor's output: a real HTTP status, valid header names and values.
+pub fn response_from_wit(response: wit::Response) -> Result<PluginResponse, String> {
+    let status = StatusCode::from_u16(response.status)
+        .ok()
+        .filter(|s| (100..=599).contains(&s.as_u16()) && !s.is_informational())
+        .ok_or_else(|| {
+            format!(
+                "status {} is not a valid final HTTP status (200..=599)",
+                response.status
+            )
+        })?;
+    let mut headers = HeaderMap::with_capacity(response.headers.len());
+    for (name, value) in response.headers {
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("`{name}` is not a valid header name"))?;
+        let value = HeaderValue::from_str(&value)
+            .map_err(|_| format!("header `{name}` has an invalid value"))?;
+        headers.append(header, value);
+    }
+    Ok(PluginResponse {
+        status,
+        headers,
+        body: Bytes::from(response.body),
+    })
+}
+
+fn dtype_to_wit(dtype: DType) -> Dtype {
+    match dtype {
+        DType::F16 => Dtype::F16,
+        DType::BF16 => Dtype::Bf16,
+        DType::F32 => Dtype::F32,
+        DType::F64 => Dtype::F64,
+        DType::I8 => Dtype::I8,
+        DType::I16 => Dtype::I16,
+        DType::I32 => Dtype::I32,
+        DType::I64 => Dtype::I64,
+        DType::U8 => Dtype::U8,
+        DType::U16 => Dtype::U16,
+        DType::U32 => Dtype::U32,
+        DType::U64 => Dtype::U64,
+        DType::Bool => Dtype::Boolean,
+        DType::Str => Dtype::Str,
+    }
+}
+
+fn dtype_from_wit(dtype: Dtype) -> DType {
+    match dtype {
+        Dtype::F16 => DType::F16,
+        Dtype::Bf16 => DType::BF16,
+        Dtype::F32 => DType::F32,
+        Dtype::F64 => DType::F64,
+        Dtype::I8 => DType::I8,
+        Dtype::I16 => DType::I16,
+        Dtype::I32 => DType::I32,
+        Dtype::I64 => DType::I64,
+        Dtype::U8 => DType::U8,
+        Dtype::U16 => DType::U16,
+        Dtype::U32 => DType::U32,
+        Dtype::U64 => DType::U64,
+        Dtype::Boolean => DType::Bool,
+        Dtype::Str => DType::Str,
+    }
+}

@@ -1,0 +1,178 @@
+//! The one wasmtime `Engine` every plugin shares, its `Linker` (WASI sandbox + the `host`
+//! interface), and the epoch ticker thread that lets calls be interrupted at a deadline.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::bindings::host;
+use super::host::HostState;
+
+/// How often the epoch advances. A call past its deadline is interrupted within one tick, and
+/// a running call yields to the async runtime once per tick so it never hogs a worker thread.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Plugin instances that may exist at once (pooling allocator slots).
+const MAX_INSTANCES: u32 = 1000;
+
+/// Ceiling of any one linear memory; per-model `limits.memory_mb` caps below it.
+const MAX_MEMORY_BYTES: usize = 4 << 30;
+
+/// Which instance allocator the engine ended up with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Allocator {
+    Pooling,
+    OnDemand,
+}
+
+/// Shared wasmtime state. Cloning is cheap; the ticker stops when the last clone drops.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<HostState>,
+    allocator: Allocator,
+    _ticker: Ticker,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the plugin runtime: {0}")]
+pub struct RuntimeError(String);
+
+impl Runtime {
+    /// Builds the engine (pooling allocator when the address space allows it) and linker.
+    pub fn new() -> Result<Self, RuntimeError> {
+        let allocator = if pooling_fits() {
+            Allocator::Pooling
+        } else {
+            Allocator::OnDemand
+        };
+        Self::with_allocator(allocator)
+    }
+
+    pub fn with_allocator(allocator: Allocator) -> Result<Self, RuntimeError> {
+        let engine =
+            Engine::new(&engine_config(allocator)).map_err(|e| RuntimeError(e.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| RuntimeError(e.to_string()))?;
+        host::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(|e| RuntimeError(e.to_string()))?;
+        let ticker = Ticker::start(&engine);
+        tracing::debug!(?allocator, "plugin runtime ready");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                allocator,
+                _ticker: ticker,
+            }),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub(super) fn linker(&self) -> &Linker<HostState> {
+        &self.inner.linker
+    }
+
+    pub fn allocator(&self) -> Allocator {
+        self.inner.allocator
+    }
+}
+
+fn engine_config(allocator: Allocator) -> Config {
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .cranelift_opt_level(wasmtime::OptLevel::Speed);
+    if allocator == Allocator::Pooling {
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(MAX_INSTANCES)
+            .total_core_instances(MAX_INSTANCES * 4)
+            .total_memories(MAX_INSTANCES * 2)
+            .total_tables(MAX_INSTANCES * 2)
+            .total_stacks(MAX_INSTANCES)
+            .max_memory_size(MAX_MEMORY_BYTES)
+            .max_component_instance_size(10 << 20)
+            .max_core_instance_size(10 << 20)
+            .max_core_instances_per_component(64)
+            .max_memories_per_component(16)
+            .max_tables_per_component(64)
+            .table_elements(100_000)
+            // Keeping the first pages of a reused slot resident trades a memset for page faults.
+            .linear_memory_keep_resident(2 << 20)
+            .table_keep_resident(512 << 10);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
+}
+
+/// Whether this process can reserve the pooling allocator's address space. Small VMs,
+/// containers with a VA limit and 39-bit address spaces can't; those fall back to on-demand
+/// allocation (the same probe `wasmtime serve` and Spin run). `INFERGATE_POOLING=0|1` overrides.
+fn pooling_fits() -> bool {
+    match std::env::var("INFERGATE_POOLING").as_deref() {
+        Ok("0") => return false,
+        Ok("1") => return true,
+        _ => {}
+    }
+    let mut config = Config::new();
+    config.wasm_memory64(true).memory_reservation(1 << 42);
+    let Ok(engine) = Engine::new(&config) else {
+        return false;
+    };
+    let mut store = wasmtime::Store::new(&engine, ());
+    let ty = wasmtime::MemoryType::new64(0, None);
+    wasmtime::Memory::new(&mut store, ty).is_ok()
+}
+
+/// A thread that advances the engine's epoch every [`EPOCH_TICK`]. It holds only a weak
+/// engine handle and stops when dropped (with the runtime) or when the engine is gone.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Ticker {
+    fn start(engine: &Engine) -> Self {
+        let weak = engine.weak();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("infergate-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .expect("spawning the epoch ticker thread");
+        Self {
+            stop,
+            handle: Some(handle),
+        }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! The route table: model name → [`Route`] (its config, plugins and backend). The table is an
+//! immutable snapshot swapped whole ([`RouteStore`]); a request holds the `Arc<Route>` it
+//! started with, so a reload never changes a request midway.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+
+use crate::backend::{Backend, ModelTarget, VersionChoice};
+use crate::batch::Batcher;
+use crate::config::{ConfigError, GatewayConfig, ModelConfig};
+use crate::plugin::{CallLimits, LoadError, Needs, Plugin, Runtime};
+use crate::rest::InputSpec;
+
+/// Everything needed to serve one model.
+pub struct Route {
+    /// The folder's name: `/v1/models/{name}`.
+    pub name: String,
+    pub dir: PathBuf,
+    pub config: ModelConfig,
+    pub backend_name: String,
+    pub backend: Arc<Backend>,
+    pub pre: Option<Arc<Plugin>>,
+    pub post: Option<Arc<Plugin>>,
+    /// Requests reach the backend through here, batched with their peers.
+    pub batcher: Batcher,
+    pub loaded_at: SystemTime,
+    /// Signature inputs per (version, signature), fetched from the backend the first time a
+    /// REST JSON request needs them to type its values.
+    input_specs: Mutex<HashMap<(VersionChoice, String), Arc<BTreeMap<String, InputSpec>>>>,
+}
+
+impl Route {
+    /// The model's name on the backend.
+    pub fn backend_model(&self) -> &str {
+        self.config.model.as_deref().unwrap_or(&self.name)
+    }
+
+    pub fn target(&self, version: VersionChoice, signature: Option<String>) -> ModelTarget {
+        ModelTarget {
+            name: self.backend_model().to_string(),
+            version,
+            signature: signature.unwrap_or_else(|| self.config.signature.clone()),
+        }
+    }
+
+    pub fn limits(&self) -> CallLimits {
+        CallLimits {
+            timeout: self.config.limits.timeout(),
+            memory_bytes: self.config.limits.memory_bytes(),
+        }
+    }
+
+    pub fn cached_inputs(
+        &self,
+        key: &(VersionChoice, String),
+    ) -> Option<Arc<BTreeMap<String, InputSpec>>> {
+        // A std mutex: held for one map lookup or insert, never across an await.
+        self.input_specs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    pub fn cache_inputs(
+        &self,
+        key: (VersionChoice, String),
+        specs: Arc<BTreeMap<String, InputSpec>>,
+    ) {
+        self.input_specs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, specs);
+    }
+}
+
+/// An immutable set of routes by name.
+#[derive(Default)]
+pub struct RouteTable {
+    pub routes: BTreeMap<String, Arc<Route>>,
+}
+
+impl RouteTable {
+    pub fn get(&self, name: &str) -> Option<Arc<Route>> {
+        self.routes.get(name).cloned()
+    }
+}
+
+/// The live table. Readers take a snapshot; a reload stores a complete new one.
+pub struct RouteStore {
+    current: ArcSwap<RouteTable>,
+}
+
+impl RouteStore {
+    pub fn new(table: RouteTable) -> Self {
+        Self {
+            current: ArcSwap::from_pointee(table),
+        }
+    }
+
+    pub fn snapshot(&self) -> Arc<RouteTable> {
+        self.current.load_full()
+    }
+
+    pub fn swap(&self, table: RouteTable) {
+        self.current.store(Arc::new(table));
+    }
+}
+
+/// Why a model folder could not become a route.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Plugin(#[from] LoadError),
+}
+
+/// Model folders under `dir`: subdirectories holding a `model.toml`, by name. Hidden folders
+/// (editor and ConfigMap internals such as `..data`) are skipped.
+pub fn model_dirs(dir: &Path) -> Result<Vec<(String, PathBuf)>, ConfigError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| ConfigError::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut dirs = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        if name.starts_with('.') || !path.join("model.toml").is_file() {
+            continue;
+        }
+        dirs.push((name, path));
+    }
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// Builds one route: reads its `model.toml` and compiles its plugins. CPU-heavy; run it on
+/// a blocking thread.
+pub fn load_route(
+    name: &str,
+    dir: &Path,
+    gateway: &GatewayConfig,
+    backends: &BTreeMap<String, Arc<Backend>>,
+    runtime: &Runtime,
+) -> Result<Route, RouteError> {
+    let config = ModelConfig::load(dir, gateway)?;
+    let backend = backends.get(&config.backend).cloned().ok_or_else(|| {
+        ConfigError::invalid(
+            &dir.join("model.toml"),
+            format!("backend `{}` is not defined", config.backend),
+        )
+    })?;
+    let (pre, post) = load_plugins(&config, runtime)?;
+    let batcher = Batcher::new(
+        name,
+        config.batching.clone(),
+        backend.clone(),
+        backend.timeout(),
+    );
+    Ok(Route {
+        batcher,
+        name: name.to_string(),
+        dir: dir.to_path_buf(),
+        backend_name: config.backend.clone(),
+        config,
+        backend,
+        pre,
+        post,
+        loaded_at: SystemTime::now(),
+        input_specs: Mutex::new(HashMap::new()),
+    })
+}
+
+/// Compiles the model's plugin files; one file named by `plugin` serves both roles.
+fn load_plugins(
+    config: &ModelConfig,
+    runtime: &Runtime,
+) -> Result<(Option<Arc<Plugin>>, Option<Arc<Plugin>>), LoadError> {
+    if let Some(path) = &config.plugin {
+        let both = Arc::new(Plugin::load(
+            runtime,
+            path,
+            Needs {
+                pre: true,
+                post: true,
+            },
+        )?);
+        return Ok((Some(both.clone()), Some(both)));
+    }
+    let pre = config
+        .pre
+        .as_deref()
+        .map(|p| {
+            Plugin::load(
+                runtime,
+                p,
+                Needs {
+                    pre: true,
+                    post: false,
+                },
+            )
+        })
+        .transpose()?;
+    let post = config
+        .post
+        .as_deref()
+        .map(|p| {
+            Plugin::load(
+                runtime,
+                p,
+                Needs {
+                    pre: false,
+                    post: true,
+                },
+            )
+        })
+        .transpose()?;
+    Ok((pre.map(Arc::new), post.map(Arc::new)))
+}
