@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine with only the Rust toolchain and Python 3:
+#   1. the wasm32-wasip2 target and the plugin builds (example + test fixtures),
+#   2. the hermetic Rust tests (fake TF Serving in process, port 0),
+#   3. the end-to-end suite: a TF-Serving-compatible gRPC server running real TensorFlow,
+#      driven through a real `infergate serve` process over HTTP.
+# The Python venv (TensorFlow is ~2 GB) lives outside the clone and is reused while
+# scripts/requirements-e2e.txt is unchanged.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "python venv"
+INFERGATE_VENV=$(scripts/venv.sh | tail -n 1)
+export INFERGATE_VENV
+echo "$INFERGATE_VENV"
+
+step "plugins (wasm32-wasip2)"
+scripts/build-plugins.sh
+
+step "hermetic Rust tests"
+cargo test --workspace --locked
+
+step "end-to-end tests (real TensorFlow)"
+cargo build --locked --bin infergate
+scripts/e2e.sh

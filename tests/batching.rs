@@ -1,0 +1,390 @@
+//! The batcher on a paused clock against the in-process fake: what triggers a batch, what may
+//! share one, how answers are split back, and how it pushes back. Then 64 concurrent HTTP
+//! clients through the whole gateway and gRPC.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use infergate::backend::{Backend, ModelTarget, VersionChoice};
+use infergate::batch::{BatchError, Batcher};
+use infergate::config::BatchingConfig;
+use infergate::tensor::NamedTensors;
+use serde_json::json;
+use support::*;
+
+fn config(max_batch_size: usize, timeout_us: u64) -> BatchingConfig {
+    BatchingConfig {
+        max_batch_size,
+        batch_timeout_us: timeout_us,
+        ..BatchingConfig::default()
+    }
+}
+
+fn batcher(fake: &FakeBackend, config: BatchingConfig) -> Arc<Batcher> {
+    let backend = Arc::new(Backend::Fake(fake.clone(), Duration::from_secs(30)));
+    Arc::new(Batcher::new("m", config, backend, Duration::from_secs(30)))
+}
+
+fn target() -> ModelTarget {
+    ModelTarget {
+        name: "m".into(),
+        version: VersionChoice::Latest,
+        signature: "serving_default".into(),
+    }
+}
+
+/// `rows` rows of width 2 whose values start at `start`: [[start, start+1], …].
+fn rows(start: f32, rows: usize) -> NamedTensors {
+    let values: Vec<f32> = (0..rows * 2).map(|i| start + i as f32).collect();
+    vec![(
+        "x".into(),
+        Tensor::from_f32(vec![rows as i64, 2], &values).unwrap(),
+    )]
+}
+
+fn y(outputs: &NamedTensors) -> Vec<f32> {
+    outputs
+        .iter()
+        .find(|(n, _)| n == "y")
+        .unwrap()
+        .1
+        .to_f32()
+        .unwrap()
+}
+
+fn spawn_submit(
+    b: &Arc<Batcher>,
+    inputs: NamedTensors,
+) -> tokio::task::JoinHandle<Result<NamedTensors, BatchError>> {
+    let b = b.clone();
+    tokio::spawn(async move { b.submit(target(), inputs).await })
+}
+
+/// Lets spawned tasks run (and queue) without moving the paused clock.
+async fn settle() {
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// A full batch leaves at once, without waiting out the timeout.
+#[tokio::test(start_paused = true)]
+async fn size_trigger() {
+    let fake = FakeBackend::new([doubler()]);
+    let b = batcher(&fake, config(4, 10_000_000));
+    let started = tokio::time::Instant::now();
+    let handles: Vec<_> = (0..4)
+        .map(|i| spawn_submit(&b, rows(i as f32 * 10.0, 1)))
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        let base = i as f32 * 10.0;
+        assert_eq!(
+            y(&h.await.unwrap().unwrap()),
+            vec![base * 2.0, (base + 1.0) * 2.0]
+        );
+    }
+    assert_eq!(
+        fake.calls().iter().map(|c| c.rows).collect::<Vec<_>>(),
+        vec![4]
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+/// A partial batch leaves when its oldest request has waited `batch_timeout_us`, not before.
+#[tokio::test(start_paused = true)]
+async fn timeout_trigger() {
+    let fake = FakeBackend::new([doubler()]);
+    let b = batcher(&fake, config(8, 5_000));
+    let handles: Vec<_> = (0..3)
+        .map(|i| spawn_submit(&b, rows(i as f32, 1)))
+        .collect();
+    settle().await;
+    tokio::time::advance(Duration::from_micros(4_000)).await;
+    settle().await;
+    assert!(fake.calls().is_empty(), "left before the timeout");
+    tokio::time::advance(Duration::from_micros(1_500)).await;
+    for h in handles {
+        h.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        fake.calls().iter().map(|c| c.rows).collect::<Vec<_>>(),
+        vec![3]
+    );
+}
+
+/// Requests whose inputs differ beyond dim 0 never share a batch.
+#[tokio::test(start_paused = true)]
+async fn mixed_shapes_batch_separately() {
+    let model = FakeModel::new("m")
+        .input("x", DType::F32, &[-1, -1])
+        .compute(|inputs| Ok(inputs.clone()));
+    let fake = FakeBackend::new([model]);
+    let b = batcher(&fake, config(8, 1_000));
+    let narrow = vec![(
+        "x".into(),
+        Tensor::from_f32(vec![1, 2], &[1.0, 2.0]).unwrap(),
+    )];
+    let wide = vec![(
+        "x".into(),
+        Tensor::from_f32(vec![1, 3], &[1.0, 2.0, 3.0]).unwrap(),
+    )];
+    let handles = vec![
+        spawn_submit(&b, narrow.clone()),
+        spawn_submit(&b, wide.clone()),
+        spawn_submit(&b, narrow),
+    ];
+    let answers: Vec<_> = futures::future::join_all(handles)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().unwrap())
+        .collect();
+    assert_eq!(answers[1], wide);
+    let mut sizes: Vec<usize> = fake.calls().iter().map(|c| c.rows).collect();
+    sizes.sort();
+    assert_eq!(sizes, vec![1, 2]);
+}
+
+/// With allowed sizes, 3 rows go out as 4 (a real row repeated) and the padding is dropped.
+#[tokio::test(start_paused = true)]
+async fn allowed_batch_sizes_pad_and_unpad() {
+    let fake = FakeBackend::new([doubler()]);
+    let b = batcher(
+        &fake,
+        BatchingConfig {
+            allowed_batch_sizes: vec![2, 4, 8],
+            ..config(8, 1_000)
+        },
+    );
+    let handles = vec![
+        spawn_submit(&b, rows(0.0, 1)),
+        spawn_submit(&b, rows(10.0, 2)),
+    ];
+    let first = handles
+        .into_iter()
+        .map(|h| async { h.await.unwrap().unwrap() });
+    let answers = futures::future::join_all(first).await;
+    assert_eq!(y(&answers[0]), vec![0.0, 2.0]);
+    assert_eq!(y(&answers[1]), vec![20.0, 22.0, 24.0, 26.0]);
+    assert_eq!(
+        fake.calls().iter().map(|c| c.rows).collect::<Vec<_>>(),
+        vec![4]
+    );
+}
+
+/// Variable-length inputs are padded to the batch's longest with `pad_value`; each request
+/// gets its rows back (with the padded width, as documented).
+#[tokio::test(start_paused = true)]
+async fn variable_length_padding() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let model = FakeModel::new("m")
+        .input("x", DType::F32, &[-1, -1])
+        .compute(move |inputs| {
+            record.lock().unwrap().push(inputs[0].1.clone());
+            Ok(inputs.clone())
+        });
+    let fake = FakeBackend::new([model]);
+    let b = batcher(
+        &fake,
+        BatchingConfig {
+            pad_variable_length: true,
+            pad_value: -1.0,
+            ..config(8, 1_000)
+        },
+    );
+    let short = vec![("x".into(), Tensor::from_f32(vec![1, 1], &[5.0]).unwrap())];
+    let long = vec![(
+        "x".into(),
+        Tensor::from_f32(vec![1, 3], &[1.0, 2.0, 3.0]).unwrap(),
+    )];
+    let (a, c) = tokio::join!(spawn_submit(&b, short), spawn_submit(&b, long));
+    assert_eq!(
+        a.unwrap().unwrap()[0].1.to_f32().unwrap(),
+        vec![5.0, -1.0, -1.0]
+    );
+    assert_eq!(
+        c.unwrap().unwrap()[0].1.to_f32().unwrap(),
+        vec![1.0, 2.0, 3.0]
+    );
+    let batch = seen.lock().unwrap()[0].clone();
+    assert_eq!(batch.shape(), &[2, 3]);
+}
+
+/// A request whose caller gave up leaves the queue before dispatch.
+#[tokio::test(start_paused = true)]
+async fn cancelled_requests_leave_the_queue() {
+    let fake = FakeBackend::new([doubler()]);
+    let b = batcher(&fake, config(8, 5_000));
+    let kept = spawn_submit(&b, rows(0.0, 1));
+    let abandoned = spawn_submit(&b, rows(100.0, 2));
+    settle().await;
+    abandoned.abort();
+    settle().await;
+    tokio::time::advance(Duration::from_millis(6)).await;
+    kept.await.unwrap().unwrap();
+    assert_eq!(
+        fake.calls().iter().map(|c| c.rows).collect::<Vec<_>>(),
+        vec![1]
+    );
+}
+
+/// Past `max_enqueued` queued requests the next one is refused at once (→ 429).
+#[tokio::test(start_paused = true)]
+async fn full_queue_refuses_at_once() {
+    let fake = FakeBackend::new([doubler()]);
+    let b = batcher(
+        &fake,
+        BatchingConfig {
+            max_enqueued: 2,
+            ..config(8, 50_000)
+        },
+    );
+    let queued: Vec<_> = (0..2)
+        .map(|i| spawn_submit(&b, rows(i as f32, 1)))
+        .collect();
+    settle().await;
+    assert_eq!(b.queued(), 2);
+    let refused = b.submit(target(), rows(9.0, 1)).await;
+    assert!(
+        matches!(refused, Err(BatchError::QueueFull { limit: 2, .. })),
+        "{refused:?}"
+    );
+    tokio::time::advance(Duration::from_millis(60)).await;
+    for h in queued {
+        h.await.unwrap().unwrap();
+    }
+    assert_eq!(b.queued(), 0);
+    b.submit(target(), rows(9.0, 1)).await.unwrap();
+}
+
+/// A backend error fails exactly the requests of that batch, each with the same error.
+#[tokio::test(start_paused = true)]
+async fn backend_error_fans_out_to_its_batch() {
+    let model = FakeModel::new("m")
+        .input("x", DType::F32, &[-1, 2])
+        .compute(|inputs| {
+            let x = inputs[0].1.to_f32().unwrap();
+            if x.contains(&-1.0) {
+                Err(tonic::Status::invalid_argument("poisoned row"))
+            } else {
+                Ok(inputs.clone())
+            }
+        });
+    let fake = FakeBackend::new([model]);
+    let b = batcher(&fake, config(2, 1_000));
+    let poisoned_batch = vec![
+        spawn_submit(&b, rows(-1.0, 1)),
+        spawn_submit(&b, rows(5.0, 1)),
+    ];
+    for h in poisoned_batch {
+        match h.await.unwrap() {
+            Err(BatchError::Backend(e)) => assert!(e.message.contains("poisoned row")),
+            other => panic!("{other:?}"),
+        }
+    }
+    // The next batch is unaffected.
+    b.submit(target(), rows(1.0, 1)).await.unwrap();
+}
+
+/// One request larger than a batch is refused (400), never split silently.
+#[tokio::test(start_paused = true)]
+async fn oversized_request_is_refused() {
+    let fake = FakeBackend::new([doubler()]);
+    let b = batcher(&fake, config(4, 1_000));
+    let err = b.submit(target(), rows(0.0, 5)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BatchError::TooManyRows {
+                rows: 5,
+                limit: 4,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+/// An output whose dim 0 isn't the batch's rows fails the batch with a clear message.
+#[tokio::test(start_paused = true)]
+async fn non_row_outputs_fail_the_batch() {
+    let model = FakeModel::new("m")
+        .input("x", DType::F32, &[-1, 2])
+        .compute(|_| {
+            Ok(vec![(
+                "total".into(),
+                Tensor::from_f32(vec![1], &[1.0]).unwrap(),
+            )])
+        });
+    let fake = FakeBackend::new([model]);
+    let b = batcher(&fake, config(4, 1_000));
+    let (a, c) = tokio::join!(
+        spawn_submit(&b, rows(0.0, 1)),
+        spawn_submit(&b, rows(0.0, 1))
+    );
+    for r in [a.unwrap(), c.unwrap()] {
+        match r {
+            Err(BatchError::BadOutputs(m)) => assert!(m.contains("output `total`"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// Batching off (`max_batch_size = 1`) takes the same path with batches of one.
+#[tokio::test(start_paused = true)]
+async fn batching_off_is_batches_of_one() {
+    let fake = FakeBackend::new([doubler()]);
+    let b = batcher(&fake, config(1, 1_000));
+    let handles: Vec<_> = (0..3)
+        .map(|i| spawn_submit(&b, rows(i as f32, 1)))
+        .collect();
+    for h in handles {
+        h.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        fake.calls().iter().map(|c| c.rows).collect::<Vec<_>>(),
+        vec![1, 1, 1]
+    );
+}
+
+/// 64 concurrent HTTP clients with distinct inputs reach the gRPC fake in a handful of calls,
+/// and each gets exactly its own rows back.
+#[tokio::test]
+async fn sixty_four_clients_share_a_few_calls() {
+    let fake = FakeBackend::new([doubler()]).cost(Duration::from_millis(20), Duration::ZERO);
+    let backend = fake.clone().start().await.unwrap();
+    let toml = "backend = \"tfs\"\n[batching]\nmax_batch_size = 64\nbatch_timeout_us = 20000\n";
+    let gw = Arc::new(
+        gateway()
+            .backend("tfs", &backend.url())
+            .model("m", toml)
+            .start()
+            .await
+            .unwrap(),
+    );
+    // One request first so the signature is cached and every client below hits the batcher.
+    assert_eq!(
+        gw.post("/v1/models/m:predict", r#"{"instances": [[0, 0]]}"#)
+            .await
+            .status,
+        200
+    );
+    let warm_calls = fake.calls().len();
+    let clients = (0..64).map(|i| {
+        let gw = gw.clone();
+        async move {
+            let body = json!({ "instances": [[i as f32, -(i as f32)]] }).to_string();
+            let reply = gw.post("/v1/models/m:predict", body).await;
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            assert_eq!(
+                reply.json(),
+                json!({ "predictions": [[2.0 * i as f32, -2.0 * i as f32]] })
+            );
+        }
+    });
+    futures::future::join_all(clients).await;
+    let calls = fake.calls().len() - warm_calls;
+    assert!(calls <= 8, "64 clients took {calls} backend calls");
+}

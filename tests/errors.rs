@@ -1,0 +1,336 @@
+//! Every row of the error table, each through the real HTTP path: the status, a JSON
+//! `{"error": …}` body whose message says what to fix, and a gateway that keeps serving.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::*;
+
+async fn doubler_gateway() -> (FakeServer, TestGateway) {
+    let backend = FakeBackend::new([doubler()]).start().await.unwrap();
+    let gw = gateway()
+        .backend("tfs", &backend.url())
+        .model("m", "backend = \"tfs\"\n")
+        .start()
+        .await
+        .unwrap();
+    (backend, gw)
+}
+
+async fn plugin_gateway(fixture_name: &str, extra: &str) -> (FakeServer, TestGateway) {
+    let backend = FakeBackend::new([identity()]).start().await.unwrap();
+    let toml = format!(
+        "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"{}\"\n{extra}",
+        fixture(fixture_name).display()
+    );
+    let gw = gateway()
+        .backend("tfs", &backend.url())
+        .model("p", &toml)
+        .start()
+        .await
+        .unwrap();
+    (backend, gw)
+}
+
+/// After any error, a good request still succeeds: nothing was poisoned.
+async fn still_serves(gw: &TestGateway) {
+    let reply = gw
+        .post("/v1/models/m:predict", r#"{"instances": [[1, 2]]}"#)
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
+/// Unknown model → 404 naming it.
+#[tokio::test]
+async fn unknown_model_is_404() {
+    let (_b, gw) = doubler_gateway().await;
+    let reply = gw.post("/v1/models/nope:predict", "{}").await;
+    assert_eq!(reply.status, 404);
+    assert!(reply.error().contains("`nope`"), "{}", reply.error());
+    assert_eq!(reply.headers["content-type"], "application/json");
+}
+
+/// Unknown version → the backend's NOT_FOUND → 404.
+#[tokio::test]
+async fn unknown_version_is_404() {
+    let (_b, gw) = doubler_gateway().await;
+    let reply = gw
+        .post(
+            "/v1/models/m/versions/9:predict",
+            r#"{"instances": [[1, 2]]}"#,
+        )
+        .await;
+    assert_eq!(reply.status, 404, "{}", reply.text());
+    assert!(reply.error().contains("NOT_FOUND"), "{}", reply.error());
+    still_serves(&gw).await;
+}
+
+/// Unknown paths are 404, wrong methods 405, a non-numeric version 400.
+#[tokio::test]
+async fn bad_urls() {
+    let (_b, gw) = doubler_gateway().await;
+    assert_eq!(gw.get("/v2/health").await.status, 404);
+    assert_eq!(gw.get("/v1/models/m:predict").await.status, 405);
+    assert_eq!(
+        gw.post("/v1/models/m/versions/x:predict", "{}")
+            .await
+            .status,
+        400
+    );
+}
+
+/// Malformed JSON → 400 that says it is JSON that failed.
+#[tokio::test]
+async fn malformed_json_is_400() {
+    let (_b, gw) = doubler_gateway().await;
+    let reply = gw
+        .post("/v1/models/m:predict", "{\"instances\": [[1, 2]")
+        .await;
+    assert_eq!(reply.status, 400);
+    assert!(
+        reply.error().to_lowercase().contains("json"),
+        "{}",
+        reply.error()
+    );
+    still_serves(&gw).await;
+}
+
+/// A shape that doesn't fit the signature → 400 naming the input and both shapes.
+#[tokio::test]
+async fn wrong_shape_is_400() {
+    let (_b, gw) = doubler_gateway().await;
+    let reply = gw
+        .post("/v1/models/m:predict", r#"{"instances": [[1, 2, 3]]}"#)
+        .await;
+    assert_eq!(reply.status, 400);
+    assert!(reply.error().contains("[1, 3]"), "{}", reply.error());
+}
+
+/// A value that can't be the signature's dtype → 400.
+#[tokio::test]
+async fn wrong_dtype_is_400() {
+    let (_b, gw) = doubler_gateway().await;
+    let reply = gw
+        .post("/v1/models/m:predict", r#"{"instances": [["a", "b"]]}"#)
+        .await;
+    assert_eq!(reply.status, 400, "{}", reply.text());
+}
+
+/// The backend's INVALID_ARGUMENT (here: a plugin sends a dtype the model rejects) → 400
+/// carrying the backend's message.
+#[tokio::test]
+async fn backend_invalid_argument_is_400() {
+    let (_b, gw) = plugin_gateway("echo", "").await;
+    let body = json!({ "inputs": { "x": { "dtype": "i64", "shape": [1, 2], "values": [1, 2] } } });
+    // The identity model's `x` is f32; an i64 tensor is the backend's INVALID_ARGUMENT.
+    let reply = gw.post("/v1/models/p:predict", body.to_string()).await;
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert!(
+        reply.error().starts_with("INVALID_ARGUMENT"),
+        "{}",
+        reply.error()
+    );
+}
+
+/// A body over `server.max_body_bytes` → 413, whether or not Content-Length announced it.
+#[tokio::test]
+async fn oversized_body_is_413() {
+    let backend = FakeBackend::new([doubler()]).start().await.unwrap();
+    let gw = gateway()
+        .backend("tfs", &backend.url())
+        .model("m", "backend = \"tfs\"\n")
+        .max_body_bytes(1024)
+        .start()
+        .await
+        .unwrap();
+    let reply = gw.post("/v1/models/m:predict", vec![b' '; 4096]).await;
+    assert_eq!(reply.status, 413);
+    assert!(reply.error().contains("1024"), "{}", reply.error());
+    assert_eq!(
+        gw.post("/v1/models/m:predict", r#"{"instances": [[1, 2]]}"#)
+            .await
+            .status,
+        200
+    );
+}
+
+/// A plugin's own verdicts map to 400, 422 and 500 with the plugin's message.
+#[tokio::test]
+async fn plugin_rejections() {
+    let (_b, gw) = plugin_gateway("misbehave", "").await;
+    for (body, status) in [
+        ("bad-request", 400),
+        ("unprocessable", 422),
+        ("internal", 500),
+    ] {
+        let reply = gw.post("/v1/models/p:predict", body).await;
+        assert_eq!(reply.status, status, "{body}: {}", reply.text());
+        assert!(reply.error().contains(body), "{}", reply.error());
+    }
+    assert_eq!(gw.post("/v1/models/p:predict", "ok").await.status, 200);
+}
+
+/// A trapping plugin costs its request a 500 that says it trapped (with the panic message);
+/// the next request is fine.
+#[tokio::test]
+async fn plugin_trap_is_500() {
+    let (_b, gw) = plugin_gateway("misbehave", "").await;
+    let reply = gw.post("/v1/models/p:predict", "trap").await;
+    assert_eq!(reply.status, 500);
+    assert!(reply.error().contains("trapped"), "{}", reply.error());
+    assert!(
+        reply.error().contains("trap requested"),
+        "{}",
+        reply.error()
+    );
+    let reply = gw.post("/v1/models/p:predict", "post-trap").await;
+    assert_eq!(reply.status, 500);
+    assert_eq!(gw.post("/v1/models/p:predict", "ok").await.status, 200);
+}
+
+/// A plugin past its deadline → 504; the gateway's worker is not held hostage.
+#[tokio::test]
+async fn plugin_deadline_is_504() {
+    let (_b, gw) = plugin_gateway("misbehave", "[limits]\ntimeout_ms = 100\n").await;
+    let started = std::time::Instant::now();
+    let reply = gw.post("/v1/models/p:predict", "loop").await;
+    assert_eq!(reply.status, 504, "{}", reply.text());
+    assert!(reply.error().contains("100ms"), "{}", reply.error());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(gw.post("/v1/models/p:predict", "ok").await.status, 200);
+}
+
+/// A plugin that grows memory past `limits.memory_mb` → 500 that names the limit.
+#[tokio::test]
+async fn plugin_memory_cap_is_500() {
+    let (_b, gw) = plugin_gateway("misbehave", "[limits]\nmemory_mb = 32\n").await;
+    let reply = gw.post("/v1/models/p:predict", "grow").await;
+    assert_eq!(reply.status, 500, "{}", reply.text());
+    assert!(
+        reply.error().contains("memory limit of 32 MiB"),
+        "{}",
+        reply.error()
+    );
+    assert_eq!(gw.post("/v1/models/p:predict", "ok").await.status, 200);
+}
+
+/// A post plugin answering an impossible HTTP status → 500 saying so.
+#[tokio::test]
+async fn plugin_invalid_status_is_500() {
+    let (_b, gw) = plugin_gateway("misbehave", "").await;
+    let reply = gw.post("/v1/models/p:predict", "post-bad-status").await;
+    assert_eq!(reply.status, 500);
+    assert!(reply.error().contains("1000"), "{}", reply.error());
+}
+
+/// A plugin missing an export the model needs is refused at load, naming file and export.
+#[tokio::test]
+async fn plugin_missing_export_refuses_to_load() {
+    let backend = FakeBackend::new([doubler()]).start().await.unwrap();
+    let toml = format!(
+        "backend = \"tfs\"\nplugin = \"{}\"\n",
+        fixture("pre-only").display()
+    );
+    let err = gateway()
+        .backend("tfs", &backend.url())
+        .model("p", &toml)
+        .start()
+        .await
+        .err()
+        .expect("must fail");
+    let message = err.to_string();
+    assert!(
+        message.contains("pre-only.wasm") && message.contains("`postprocess`"),
+        "{message}"
+    );
+}
+
+/// Files that aren't components are refused at load with a reason.
+#[tokio::test]
+async fn non_components_refuse_to_load() {
+    for (name, reason) in [
+        ("garbage", "not a WebAssembly file"),
+        ("core-module", "component"),
+    ] {
+        let toml = format!("backend = \"tfs\"\npre = \"{}\"\n", fixture(name).display());
+        let err = gateway()
+            .backend("tfs", "http://127.0.0.1:1")
+            .model("p", &toml)
+            .start()
+            .await
+            .err()
+            .expect("must fail");
+        assert!(err.to_string().contains(reason), "{name}: {err}");
+    }
+}
+
+/// A backend that is down → 503; the gateway keeps answering.
+#[tokio::test]
+async fn backend_down_is_503() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let toml = format!(
+        "backend = \"tfs\"\nplugin = \"{}\"\n",
+        fixture("misbehave").display()
+    );
+    let gw = gateway()
+        .backend("tfs", &format!("http://127.0.0.1:{port}"))
+        .model("p", &toml)
+        .start()
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let reply = gw.post("/v1/models/p:predict", "ok").await;
+        assert_eq!(reply.status, 503, "{}", reply.text());
+        assert!(reply.error().contains("unavailable"), "{}", reply.error());
+    }
+}
+
+/// A backend slower than its timeout → 504.
+#[tokio::test]
+async fn backend_deadline_is_504() {
+    let backend = FakeBackend::new([doubler()])
+        .cost(Duration::from_millis(500), Duration::ZERO)
+        .start()
+        .await
+        .unwrap();
+    let gw = gateway()
+        .backend_with_timeout("tfs", &backend.url(), 100)
+        .model("m", "backend = \"tfs\"\n")
+        .start()
+        .await
+        .unwrap();
+    // Metadata is fetched (and cached) first; then the slow predict times out.
+    let reply = gw
+        .post("/v1/models/m:predict", r#"{"instances": [[1, 2]]}"#)
+        .await;
+    assert_eq!(reply.status, 504, "{}", reply.text());
+}
+
+/// Any other backend failure (here INTERNAL) → 502 with the backend's message.
+#[tokio::test]
+async fn backend_internal_is_502() {
+    let broken = FakeModel::new("m")
+        .input("x", DType::F32, &[-1, 2])
+        .compute(|_| Err(tonic::Status::internal("the model exploded")));
+    let backend = FakeBackend::new([broken]).start().await.unwrap();
+    let gw = gateway()
+        .backend("tfs", &backend.url())
+        .model("m", "backend = \"tfs\"\n")
+        .start()
+        .await
+        .unwrap();
+    let reply = gw
+        .post("/v1/models/m:predict", r#"{"instances": [[1, 2]]}"#)
+        .await;
+    assert_eq!(reply.status, 502);
+    assert!(
+        reply.error().contains("the model exploded"),
+        "{}",
+        reply.error()
+    );
+}

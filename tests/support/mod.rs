@@ -1,0 +1,269 @@
+//! Test harness: a gateway on port 0 over a temporary plugin directory, a fake TF Serving,
+//! fixture plugins, and a small HTTP client.
+
+#![allow(dead_code, unused_imports)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use infergate::{Gateway, GatewayConfig, StartError};
+use tokio::net::TcpListener;
+
+pub use infergate::fake::{FakeBackend, FakeModel, FakeServer};
+pub use infergate::tensor::{DType, Tensor};
+
+/// A built fixture plugin from `tests/plugins` (see `scripts/build-plugins.sh`).
+pub fn fixture(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/plugins/wasm")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/build-plugins.sh first",
+        path.display()
+    );
+    path
+}
+
+/// The example digits plugin.
+pub fn digits_plugin() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("plugins/digits/plugin.wasm");
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/build-plugins.sh first",
+        path.display()
+    );
+    path
+}
+
+/// Builds a gateway config in a temp dir: backends by URL, model folders by `model.toml` text.
+#[derive(Default)]
+pub struct GatewayBuilder {
+    backends: Vec<(String, String, u64)>,
+    models: Vec<(String, String)>,
+    max_body_bytes: Option<usize>,
+}
+
+pub fn gateway() -> GatewayBuilder {
+    GatewayBuilder::default()
+}
+
+impl GatewayBuilder {
+    /// A `tfserving` backend named `name` at `url`, with a 5 s call timeout.
+    pub fn backend(self, name: &str, url: &str) -> Self {
+        self.backend_with_timeout(name, url, 5000)
+    }
+
+    pub fn backend_with_timeout(mut self, name: &str, url: &str, timeout_ms: u64) -> Self {
+        self.backends.push((name.into(), url.into(), timeout_ms));
+        self
+    }
+
+    /// A model folder `name` whose `model.toml` is `toml`.
+    pub fn model(mut self, name: &str, toml: &str) -> Self {
+        self.models.push((name.into(), toml.into()));
+        self
+    }
+
+    pub fn max_body_bytes(mut self, n: usize) -> Self {
+        self.max_body_bytes = Some(n);
+        self
+    }
+
+    /// Writes the files and returns the config path (and the dir that owns them).
+    pub fn write(&self) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut text =
+            String::from("[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n");
+        if let Some(n) = self.max_body_bytes {
+            text += &format!("max_body_bytes = {n}\n");
+        }
+        text += "[plugins]\ndir = \"plugins\"\n";
+        for (name, url, timeout) in &self.backends {
+            text += &format!(
+                "[backends.{name}]\nkind = \"tfserving\"\nendpoints = [\"{url}\"]\ntimeout_ms = {timeout}\n"
+            );
+        }
+        std::fs::create_dir_all(dir.path().join("plugins")).expect("plugins dir");
+        for (name, toml) in &self.models {
+            let model_dir = dir.path().join("plugins").join(name);
+            std::fs::create_dir_all(&model_dir).expect("model dir");
+            std::fs::write(model_dir.join("model.toml"), toml).expect("model.toml");
+        }
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, text).expect("gateway.toml");
+        (dir, path)
+    }
+
+    /// Loads the config and serves it on port 0.
+    pub async fn start(self) -> Result<TestGateway, StartError> {
+        let (dir, path) = self.write();
+        let config = GatewayConfig::load(&path)?;
+        let gateway = tokio::task::spawn_blocking(move || Gateway::load(config))
+            .await
+            .expect("load task")?;
+        let public = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+        let url = format!("http://{}", public.local_addr().expect("addr"));
+        let admin_url = format!("http://{}", admin.local_addr().expect("addr"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let gateway = Arc::new(gateway);
+        let task = tokio::spawn(infergate::run(gateway.clone(), public, admin, async move {
+            let _ = stopped.await;
+        }));
+        Ok(TestGateway {
+            url,
+            admin_url,
+            gateway,
+            _dir: dir,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+}
+
+pub struct TestGateway {
+    pub url: String,
+    pub admin_url: String,
+    pub gateway: Arc<Gateway>,
+    _dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestGateway {
+    pub async fn post(&self, path: &str, body: impl Into<Bytes>) -> Reply {
+        send(
+            Method::POST,
+            &format!("{}{path}", self.url),
+            body.into(),
+            &[],
+        )
+        .await
+    }
+
+    pub async fn post_with(
+        &self,
+        path: &str,
+        body: impl Into<Bytes>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        send(
+            Method::POST,
+            &format!("{}{path}", self.url),
+            body.into(),
+            headers,
+        )
+        .await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        send(
+            Method::GET,
+            &format!("{}{path}", self.url),
+            Bytes::new(),
+            &[],
+        )
+        .await
+    }
+
+    /// Stops accepting and waits for in-flight requests to drain.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// An HTTP response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// The `error` message of a JSON error body.
+    pub fn error(&self) -> String {
+        self.json()["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error field in {:?}", self.body))
+            .to_string()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub async fn send(method: Method, url: &str, body: Bytes, headers: &[(&str, &str)]) -> Reply {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut request = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let request = request.body(Full::new(body)).expect("request");
+    let response = client.request(request).await.expect("HTTP request");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// A fake model `m` computing `y = 2x` over `x: f32 [-1, 2]`, with versions 1 and 2 and a
+/// `stable` label on 1.
+pub fn doubler() -> FakeModel {
+    FakeModel::new("m")
+        .versions(&[1, 2])
+        .label("stable", 1)
+        .input("x", DType::F32, &[-1, 2])
+        .output("y", DType::F32, &[-1, 2])
+        .compute(|inputs| {
+            let x = inputs
+                .iter()
+                .find(|(n, _)| n == "x")
+                .map(|(_, t)| t)
+                .expect("validated");
+            let y: Vec<f32> = x.to_f32().expect("f32").iter().map(|v| v * 2.0).collect();
+            Ok(vec![(
+                "y".into(),
+                Tensor::from_f32(x.shape().to_vec(), &y).expect("shape"),
+            )])
+        })
+}
+
+/// A fake model `m` returning its input `x` (f32, any shape with a dim 0) as `y`.
+pub fn identity() -> FakeModel {
+    FakeModel::new("m")
+        .input("x", DType::F32, &[-1, -1])
+        .output("y", DType::F32, &[-1, -1])
+        .compute(|inputs| {
+            let x = inputs
+                .iter()
+                .find(|(n, _)| n == "x")
+                .map(|(_, t)| t.clone())
+                .expect("validated");
+            Ok(vec![("y".into(), x)])
+        })
+}
