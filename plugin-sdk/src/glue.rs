@@ -47,15 +47,22 @@ pub fn postprocess<E: Into<PluginError>>(
 }
 
 /// A panic traps the plugin and the gateway answers 500; this puts the panic message in the
-/// gateway's log first, where the plugin's author can find it (a sandbox's stderr may go
-/// nowhere).
+/// gateway's log first, as one error line (`plugin panicked at src/lib.rs:7: <message>`), where
+/// the gateway and the plugin's author can find it (a sandbox's stderr may go nowhere).
 fn forward_panics_to_log() {
     #[cfg(target_arch = "wasm32")]
     {
         static HOOK: std::sync::Once = std::sync::Once::new();
         HOOK.call_once(|| {
             std::panic::set_hook(Box::new(|info| {
-                crate::log::error(&format!("plugin panicked: {info}"))
+                let message = info
+                    .payload_as_str()
+                    .unwrap_or("(a panic without a message)");
+                let at = info
+                    .location()
+                    .map(|l| format!(" at {}:{}", l.file(), l.line()));
+                let at = at.unwrap_or_default();
+                crate::log::error(&format!("plugin panicked{at}: {message}"));
             }));
         });
     }
