@@ -19,14 +19,16 @@ pub async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let (status, body) = match (request.method().as_str(), request.uri().path()) {
         ("GET", "/healthz") => (StatusCode::OK, serde_json::json!({ "status": "ok" })),
+        ("POST", "/admin/reload") => {
+            let report = gateway.reload().await;
+            (
+                StatusCode::OK,
+                serde_json::to_value(&report).unwrap_or_default(),
+            )
+        }
         ("GET", "/admin/routes") => {
             let table = gateway.routes().snapshot();
-            let routes: Vec<_> = table
-                .routes
-                .values()
-                .map(|r| serde_json::json!({ "name": r.name, "dir": r.dir.display().to_string(), "backend": r.backend_name }))
-                .collect();
-            (StatusCode::OK, serde_json::json!({ "routes": routes }))
+            (StatusCode::OK, crate::ingress::list_models(&table))
         }
         (method, path) => (
             StatusCode::NOT_FOUND,

@@ -7,7 +7,9 @@ mod model;
 
 use std::path::{Path, PathBuf};
 
-pub use gateway::{BackendConfig, GatewayConfig, PluginsConfig, ServerConfig, TfServingConfig};
+pub use gateway::{
+    BackendConfig, GatewayConfig, PluginsConfig, ServerConfig, TfServingConfig, WatchMode,
+};
 pub use model::{BatchingConfig, LimitsConfig, ModelConfig};
 
 /// Why a configuration file can't be used. Messages start with the file's path.

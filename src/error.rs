@@ -15,6 +15,9 @@ pub enum Error {
     /// No route (model folder) of that name.
     #[error("model `{0}` is not served here; GET /v1/models lists the models")]
     UnknownModel(String),
+    /// A model folder exists but its last load failed and it has never loaded.
+    #[error("model `{model}` is not served: its folder failed to load: {reason}")]
+    ModelFailed { model: String, reason: String },
     /// A path outside the HTTP API.
     #[error("no such endpoint: {method} {path}")]
     NoEndpoint { method: String, path: String },
@@ -44,7 +47,9 @@ impl Error {
     /// The status table of DESIGN.md, in one exhaustive match.
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::UnknownModel(_) | Error::NoEndpoint { .. } => StatusCode::NOT_FOUND,
+            Error::UnknownModel(_) | Error::ModelFailed { .. } | Error::NoEndpoint { .. } => {
+                StatusCode::NOT_FOUND
+            }
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::BadRequest(_) | Error::Rest(_) => StatusCode::BAD_REQUEST,

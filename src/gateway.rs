@@ -15,6 +15,9 @@ pub struct Gateway {
     runtime: Runtime,
     backends: BTreeMap<String, Arc<Backend>>,
     routes: RouteStore,
+    /// One rescan at a time (watcher and `POST /admin/reload` may ask together). A tokio
+    /// mutex: it is held across the await of the blocking rescan.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 /// Why the gateway can't start. Route errors are collected so one run reports them all.
@@ -49,6 +52,8 @@ impl Gateway {
             .collect::<Result<BTreeMap<_, _>, _>>()?;
         let mut table = RouteTable::default();
         let mut failures = Vec::new();
+        // At start every folder must load: a gateway that silently serves half its models is
+        // worse than one that says which folder is broken. Later reloads keep going instead.
         for (name, dir) in routes::model_dirs(&config.plugins.dir)? {
             match routes::load_route(&name, &dir, &config, &backends, &runtime) {
                 Ok(route) => {
@@ -65,6 +70,7 @@ impl Gateway {
             runtime,
             backends,
             routes: RouteStore::new(table),
+            reloading: Default::default(),
         })
     }
 
@@ -82,5 +88,18 @@ impl Gateway {
 
     pub fn routes(&self) -> &RouteStore {
         &self.routes
+    }
+
+    /// Rescans the plugin directory now (off the async workers) and swaps in the result.
+    pub async fn reload(self: &Arc<Self>) -> crate::reload::ReloadReport {
+        let _one_at_a_time = self.reloading.lock().await;
+        let gateway = self.clone();
+        match tokio::task::spawn_blocking(move || crate::reload::rescan(&gateway)).await {
+            Ok(report) => report,
+            Err(e) => {
+                tracing::error!("reload task failed: {e}");
+                Default::default()
+            }
+        }
     }
 }

@@ -74,14 +74,23 @@ async fn route(
             Bytes::from(list_models(&table).to_string()),
         )),
         Endpoint::Status { model, version } => {
-            let route = table.get(&model).ok_or(Error::UnknownModel(model))?;
+            let route = table
+                .get(&model)
+                .ok_or_else(|| unknown_model(&table, model.clone()))?;
             let versions = route.backend.status(&route.target(version, None)).await?;
             let mut body = status_json(&versions);
             body["infergate"] = route_json(&route);
+            body["infergate"]["last_reload_error"] = table
+                .failures
+                .get(&model)
+                .map(|f| json!({ "error": f.message, "at": unix_seconds(f.at) }))
+                .into();
             Ok(json_response(StatusCode::OK, Bytes::from(body.to_string())))
         }
         Endpoint::Metadata { model, version } => {
-            let route = table.get(&model).ok_or(Error::UnknownModel(model))?;
+            let route = table
+                .get(&model)
+                .ok_or_else(|| unknown_model(&table, model))?;
             let metadata = route.backend.metadata(&route.target(version, None)).await?;
             Ok(json_response(
                 StatusCode::OK,
@@ -89,7 +98,9 @@ async fn route(
             ))
         }
         Endpoint::Predict { model, version } => {
-            let route = table.get(&model).ok_or(Error::UnknownModel(model))?;
+            let route = table
+                .get(&model)
+                .ok_or_else(|| unknown_model(&table, model))?;
             drop(table);
             let call = predict_call(gateway, request, version, request_id).await?;
             let response = pipeline::predict(gateway, route, call).await?;
@@ -138,6 +149,17 @@ async fn predict_call(
     })
 }
 
+/// 404 for a model that isn't served, saying why when its folder failed to load.
+fn unknown_model(table: &crate::routes::RouteTable, model: String) -> Error {
+    match table.failures.get(&model) {
+        Some(failure) => Error::ModelFailed {
+            model,
+            reason: failure.message.clone(),
+        },
+        None => Error::UnknownModel(model),
+    }
+}
+
 fn plugin_response(response: PluginResponse) -> Response<Body> {
     let mut out = Response::new(Full::new(response.body));
     *out.status_mut() = response.status;
@@ -155,7 +177,9 @@ fn json_response(status: StatusCode, body: Bytes) -> Response<Body> {
     response
 }
 
-fn list_models(table: &crate::routes::RouteTable) -> serde_json::Value {
+/// The route table as JSON: every served model with its plugins, and every folder whose last
+/// load failed.
+pub fn list_models(table: &crate::routes::RouteTable) -> serde_json::Value {
     let models: Vec<serde_json::Value> = table
         .routes
         .values()
@@ -165,7 +189,17 @@ fn list_models(table: &crate::routes::RouteTable) -> serde_json::Value {
             entry
         })
         .collect();
-    json!({ "models": models })
+    let failures: serde_json::Map<String, serde_json::Value> = table
+        .failures
+        .iter()
+        .map(|(name, f)| {
+            (
+                name.clone(),
+                json!({ "error": f.message, "at": unix_seconds(f.at) }),
+            )
+        })
+        .collect();
+    json!({ "models": models, "failures": failures })
 }
 
 /// What the gateway knows of a route: backend, plugins (path, digest, load time).

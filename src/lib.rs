@@ -16,6 +16,7 @@
 //! - [`admin`] — the operator listener.
 //! - [`pipeline`] — one predict request: pre plugin or REST JSON → backend → post plugin.
 //! - [`batch`] — coalesces concurrent requests into one backend call, splits the answer.
+//! - [`reload`] — watches `plugins/`, rebuilds changed folders, swaps the route table.
 //! - [`routes`] — the route table (model → plugins + backend), swapped whole.
 //! - [`plugin`] — the wasmtime runtime: load, sandbox, bound and call plugins.
 //! - [`backend`] — model servers: `tfserving` (gRPC) and what they report.
@@ -36,6 +37,7 @@ pub mod ingress;
 pub mod pipeline;
 pub mod plugin;
 pub mod proto;
+pub mod reload;
 pub mod rest;
 pub mod routes;
 pub mod server;
@@ -72,6 +74,8 @@ pub async fn run(
         stopped(stop_rx.clone()),
         DRAIN_TIMEOUT,
     );
+    // The watcher task is owned here and stops with the listeners.
+    let watcher = reload::watch(gateway.clone(), stopped(stop_rx.clone()));
     let admin = server::serve(
         admin,
         move |req| admin::handle(gateway.clone(), req),
@@ -82,5 +86,5 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     };
-    tokio::join!(public, admin, signal);
+    tokio::join!(public, admin, watcher, signal);
 }

@@ -28,6 +28,9 @@ pub struct Route {
     /// Requests reach the backend through here, batched with their peers.
     pub batcher: Batcher,
     pub loaded_at: SystemTime,
+    /// Hash of what the route was built from (model.toml and plugin files); a rescan that
+    /// finds the same fingerprint keeps this route as it is.
+    pub fingerprint: Fingerprint,
     /// Signature inputs per (version, signature), fetched from the backend the first time a
     /// REST JSON request needs them to type its values.
     input_specs: Mutex<HashMap<(VersionChoice, String), Arc<BTreeMap<String, InputSpec>>>>,
@@ -78,10 +81,48 @@ impl Route {
     }
 }
 
-/// An immutable set of routes by name.
+/// An immutable set of routes by name, and the model folders that failed to (re)load.
 #[derive(Default)]
 pub struct RouteTable {
     pub routes: BTreeMap<String, Arc<Route>>,
+    /// The last load failure per folder. A failed reload keeps the folder's last good route
+    /// in `routes` and records why here; a folder that never loaded is only here.
+    pub failures: BTreeMap<String, Failure>,
+}
+
+/// Why a model folder's last load failed, and what it was loading.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub message: String,
+    pub at: SystemTime,
+    pub fingerprint: Fingerprint,
+}
+
+/// A content hash of a model folder's inputs: `model.toml` and every plugin file it names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fingerprint(pub [u8; 32]);
+
+/// Hashes `dir/model.toml` and the plugin files it names (following symlinks, so a
+/// Kubernetes `..data` swap counts as a change). A model.toml that doesn't parse is hashed
+/// alone; loading it will report why.
+pub fn fingerprint(dir: &Path, gateway: &GatewayConfig) -> Fingerprint {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    let toml = std::fs::read(dir.join("model.toml")).unwrap_or_default();
+    hash.update((toml.len() as u64).to_le_bytes());
+    hash.update(&toml);
+    if let Ok(config) = ModelConfig::load(dir, gateway) {
+        for file in [&config.plugin, &config.pre, &config.post]
+            .into_iter()
+            .flatten()
+        {
+            let bytes = std::fs::read(file).unwrap_or_default();
+            hash.update(file.as_os_str().as_encoded_bytes());
+            hash.update((bytes.len() as u64).to_le_bytes());
+            hash.update(&bytes);
+        }
+    }
+    Fingerprint(hash.finalize().into())
 }
 
 impl RouteTable {
@@ -155,6 +196,7 @@ pub fn load_route(
     backends: &BTreeMap<String, Arc<Backend>>,
     runtime: &Runtime,
 ) -> Result<Route, RouteError> {
+    let fingerprint = fingerprint(dir, gateway);
     let config = ModelConfig::load(dir, gateway)?;
     let backend = backends.get(&config.backend).cloned().ok_or_else(|| {
         ConfigError::invalid(
@@ -179,6 +221,7 @@ pub fn load_route(
         pre,
         post,
         loaded_at: SystemTime::now(),
+        fingerprint,
         input_specs: Mutex::new(HashMap::new()),
     })
 }

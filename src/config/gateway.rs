@@ -57,14 +57,47 @@ pub struct PluginsConfig {
     /// `dir = "plugins"` — one folder per model; relative paths are relative to gateway.toml.
     #[serde(default = "default_plugin_dir")]
     pub dir: PathBuf,
+    /// `watch = "notify"` — how changes under `dir` are noticed: `"notify"` (inotify and
+    /// friends), `"poll"` (rescan every `poll_interval_ms`, for filesystems without change
+    /// events: NFS, some container mounts) or `"off"` (only `POST /admin/reload`).
+    #[serde(default)]
+    pub watch: WatchMode,
+    /// `poll_interval_ms = 2000` — rescan period in `"poll"` mode.
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+    /// `debounce_ms = 250` — quiet time after the last change before a rescan, so a file
+    /// still being written (or an editor's temp-file-and-rename) is read once, complete.
+    #[serde(default = "default_debounce_ms")]
+    pub debounce_ms: u64,
 }
 
 impl Default for PluginsConfig {
     fn default() -> Self {
         Self {
             dir: default_plugin_dir(),
+            watch: WatchMode::default(),
+            poll_interval_ms: default_poll_interval_ms(),
+            debounce_ms: default_debounce_ms(),
         }
     }
+}
+
+/// How the plugin directory is watched.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum WatchMode {
+    #[default]
+    Notify,
+    Poll,
+    Off,
+}
+
+fn default_poll_interval_ms() -> u64 {
+    2000
+}
+
+fn default_debounce_ms() -> u64 {
+    250
 }
 
 /// `[backends.<name>]`, told apart by `kind`.

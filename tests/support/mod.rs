@@ -47,6 +47,7 @@ pub struct GatewayBuilder {
     backends: Vec<(String, String, u64)>,
     models: Vec<(String, String)>,
     max_body_bytes: Option<usize>,
+    plugins: String,
 }
 
 pub fn gateway() -> GatewayBuilder {
@@ -70,6 +71,12 @@ impl GatewayBuilder {
         self
     }
 
+    /// Extra lines for the `[plugins]` table (watch mode, debounce).
+    pub fn plugins_config(mut self, lines: &str) -> Self {
+        self.plugins = lines.to_string();
+        self
+    }
+
     pub fn max_body_bytes(mut self, n: usize) -> Self {
         self.max_body_bytes = Some(n);
         self
@@ -83,7 +90,7 @@ impl GatewayBuilder {
         if let Some(n) = self.max_body_bytes {
             text += &format!("max_body_bytes = {n}\n");
         }
-        text += "[plugins]\ndir = \"plugins\"\n";
+        text += &format!("[plugins]\ndir = \"plugins\"\n{}\n", self.plugins);
         for (name, url, timeout) in &self.backends {
             text += &format!(
                 "[backends.{name}]\nkind = \"tfserving\"\nendpoints = [\"{url}\"]\ntimeout_ms = {timeout}\n"
@@ -120,7 +127,7 @@ impl GatewayBuilder {
             url,
             admin_url,
             gateway,
-            _dir: dir,
+            dir,
             stop: Some(stop),
             task: Some(task),
         })
@@ -131,7 +138,7 @@ pub struct TestGateway {
     pub url: String,
     pub admin_url: String,
     pub gateway: Arc<Gateway>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -158,6 +165,21 @@ impl TestGateway {
             &format!("{}{path}", self.url),
             body.into(),
             headers,
+        )
+        .await
+    }
+
+    /// The gateway's plugin directory (one folder per model).
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.dir.path().join("plugins")
+    }
+
+    pub async fn admin_post(&self, path: &str) -> Reply {
+        send(
+            Method::POST,
+            &format!("{}{path}", self.admin_url),
+            Bytes::new(),
+            &[],
         )
         .await
     }
@@ -266,4 +288,20 @@ pub fn identity() -> FakeModel {
                 .expect("validated");
             Ok(vec![("y".into(), x)])
         })
+}
+
+/// Polls `check` every 20 ms until it returns true, failing after `secs` seconds.
+pub async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for: {what}");
 }
