@@ -23,5 +23,6 @@ step "hermetic Rust tests"
 cargo test --workspace --locked
 
 step "end-to-end tests (real TensorFlow)"
-cargo build --locked --bin infergate
+# `cargo test` above built target/debug/infergate (integration tests build the package's
+# binaries); a separate `cargo build` would compile everything again with other features.
 scripts/e2e.sh

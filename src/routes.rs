@@ -54,6 +54,7 @@ impl Route {
         CallLimits {
             timeout: self.config.limits.timeout(),
             memory_bytes: self.config.limits.memory_bytes(),
+            max_output_bytes: self.config.limits.max_output_bytes(),
         }
     }
 

@@ -334,3 +334,57 @@ async fn backend_internal_is_502() {
         reply.error()
     );
 }
+
+/// Output bounds, obeyed and violated: a 256 MiB tensor from a pre plugin and a 64 MiB body
+/// from a post plugin are refused (500 naming the limit); small outputs pass.
+#[tokio::test]
+async fn plugin_output_limits() {
+    let (_b, gw) = plugin_gateway(
+        "misbehave",
+        "[limits]\nmemory_mb = 1024\nmax_output_mb = 16\n",
+    )
+    .await;
+    for body in ["huge-tensor", "post-huge-body"] {
+        let reply = gw.post("/v1/models/p:predict", body).await;
+        assert_eq!(reply.status, 500, "{body}: {}", reply.text());
+        assert!(
+            reply.error().contains("16 MiB output limit"),
+            "{}",
+            reply.error()
+        );
+    }
+    assert_eq!(gw.post("/v1/models/p:predict", "ok").await.status, 200);
+}
+
+/// Plugin log lines don't break anything, and a plugin's stdout/stderr is captured (bounded)
+/// rather than written to the gateway's own streams.
+#[tokio::test]
+async fn plugin_logging_is_harmless() {
+    let (_b, gw) = plugin_gateway("misbehave", "").await;
+    assert_eq!(gw.post("/v1/models/p:predict", "log").await.status, 200);
+}
+
+/// A plugin that keeps trapping fails its own model only; another model keeps answering.
+#[tokio::test]
+async fn a_failing_plugin_affects_only_its_model() {
+    let backend = FakeBackend::new([identity()]).start().await.unwrap();
+    let bad = format!(
+        "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"{}\"\n",
+        fixture("misbehave").display()
+    );
+    let good = format!(
+        "backend = \"tfs\"\nmodel = \"m\"\npre = \"{}\"\n",
+        fixture("pre-only").display()
+    );
+    let gw = gateway()
+        .backend("tfs", &backend.url())
+        .model("bad", &bad)
+        .model("good", &good)
+        .start()
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        assert_eq!(gw.post("/v1/models/bad:predict", "trap").await.status, 500);
+        assert_eq!(gw.post("/v1/models/good:predict", "").await.status, 200);
+    }
+}

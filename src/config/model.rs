@@ -89,6 +89,10 @@ pub struct LimitsConfig {
     /// `memory_mb = 64` — linear memory one plugin instance may grow to; past it, 500.
     #[serde(default = "default_memory_mb")]
     pub memory_mb: u64,
+    /// `max_output_mb = 32` — largest result one plugin call may return (a pre plugin's
+    /// tensors and context, a post plugin's body); past it, 500.
+    #[serde(default = "default_max_output_mb")]
+    pub max_output_mb: u64,
 }
 
 impl Default for LimitsConfig {
@@ -96,6 +100,7 @@ impl Default for LimitsConfig {
         Self {
             timeout_ms: default_plugin_timeout_ms(),
             memory_mb: default_memory_mb(),
+            max_output_mb: default_max_output_mb(),
         }
     }
 }
@@ -107,6 +112,10 @@ impl LimitsConfig {
 
     pub fn memory_bytes(&self) -> usize {
         (self.memory_mb as usize) << 20
+    }
+
+    pub fn max_output_bytes(&self) -> usize {
+        (self.max_output_mb as usize) << 20
     }
 }
 
@@ -130,6 +139,9 @@ fn default_max_concurrent_batches() -> usize {
 }
 fn default_plugin_timeout_ms() -> u64 {
     1000
+}
+fn default_max_output_mb() -> u64 {
+    32
 }
 fn default_memory_mb() -> u64 {
     64
@@ -226,6 +238,12 @@ impl ModelConfig {
             return Err(ConfigError::invalid(
                 path,
                 "limits.timeout_ms must be greater than 0",
+            ));
+        }
+        if l.max_output_mb == 0 {
+            return Err(ConfigError::invalid(
+                path,
+                "limits.max_output_mb must be at least 1",
             ));
         }
         if l.memory_mb == 0 || l.memory_mb > MAX_MEMORY_MB {

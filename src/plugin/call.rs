@@ -19,6 +19,8 @@ use crate::tensor::NamedTensors;
 pub struct CallLimits {
     pub timeout: Duration,
     pub memory_bytes: usize,
+    /// Largest result accepted from the plugin, in bytes.
+    pub max_output_bytes: usize,
 }
 
 /// The HTTP request as a preprocessor sees it.
@@ -73,6 +75,9 @@ pub enum CallError {
     NotExported(String, &'static str),
 }
 
+/// Bytes of result metadata allowed on top of `max_output_bytes`.
+const OUTPUT_ALLOWANCE: usize = 64 << 10;
+
 /// Extra time the outer timeout allows past the epoch deadline. Epoch interruption catches
 /// guest code within a tick; the outer timeout catches what epochs can't (a host call that
 /// blocks, a bulk memory copy).
@@ -100,6 +105,13 @@ impl Plugin {
         .await;
         let answer = settle(outcome, &store, limits)?;
         let prepared = answer.map_err(|e| CallError::Rejected(convert::rejection(e)))?;
+        let size: usize = prepared.context.len()
+            + prepared
+                .inputs
+                .iter()
+                .map(|(_, t)| t.data.len() + t.strings.iter().map(Vec::len).sum::<usize>())
+                .sum::<usize>();
+        check_size(size, limits)?;
         convert::prepared_from_wit(prepared).map_err(CallError::InvalidOutput)
     }
 
@@ -127,6 +139,13 @@ impl Plugin {
         .await;
         let answer = settle(outcome, &store, limits)?;
         let response = answer.map_err(|e| CallError::Rejected(convert::rejection(e)))?;
+        let size = response.body.len()
+            + response
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
+        check_size(size, limits)?;
         convert::response_from_wit(response).map_err(CallError::InvalidOutput)
     }
 
@@ -135,12 +154,26 @@ impl Plugin {
     }
 }
 
+fn check_size(size: usize, limits: CallLimits) -> Result<(), CallError> {
+    if size > limits.max_output_bytes {
+        return Err(CallError::InvalidOutput(format!(
+            "the result ({size} bytes) is over the {} MiB output limit (limits.max_output_mb)",
+            limits.max_output_bytes >> 20
+        )));
+    }
+    Ok(())
+}
+
 /// A store for one call: the model's memory cap, and a deadline checked on every epoch tick.
 /// Until the deadline a running guest yields to the async runtime each tick, so a busy plugin
 /// shares its worker thread instead of holding it.
 fn new_store(runtime: &Runtime, limits: CallLimits, tag: CallTag) -> Store<HostState> {
     let mut store = Store::new(runtime.engine(), HostState::new(tag, limits.memory_bytes));
     store.limiter(|state| &mut state.limits);
+    // Bounds what the host copies out of the guest while lifting the result, so an oversized
+    // output is refused before the host allocates it (the small allowance covers names,
+    // shapes and headers).
+    store.set_hostcall_fuel(limits.max_output_bytes + OUTPUT_ALLOWANCE);
     let deadline = Instant::now() + limits.timeout;
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
@@ -172,6 +205,17 @@ fn settle<T>(
     }
     if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
         return Err(CallError::Timeout(limits.timeout));
+    }
+    // wasmtime's "hostcall fuel" ran out while lifting the result: the output is too large.
+    // (Its error type is private, so it is recognized by its message.)
+    if error
+        .chain()
+        .any(|e| e.to_string().contains("fuel allocated for hostcalls"))
+    {
+        return Err(CallError::InvalidOutput(format!(
+            "the result is over the {} MiB output limit (limits.max_output_mb)",
+            limits.max_output_bytes >> 20
+        )));
     }
     tracing::warn!(error = ?error, "plugin trapped");
     // The trap's kind ("wasm `unreachable` instruction executed") is the root of the chain;
