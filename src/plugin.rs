@@ -5,6 +5,7 @@
 //! `plugin-sdk/wit/plugin.wit`); loading checks the exports the model needs.
 
 mod bindings;
+mod cache;
 mod call;
 mod convert;
 mod host;
@@ -14,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::Component;
 
 pub use call::{CallError, CallLimits, PluginRequest, PluginResponse, Prepared, Rejection};
 pub use host::CallTag;
@@ -85,7 +85,7 @@ impl Plugin {
             ));
         }
         let digest = hex::encode(Sha256::digest(bytes));
-        let component = Component::new(runtime.engine(), bytes).map_err(|e| {
+        let component = cache::component(runtime.engine(), runtime.cache_dir(), &digest, bytes).map_err(|e| {
             let text = format!("{e:#}");
             if text.contains("core module") || text.contains("component") && text.contains("expected") {
                 fail(format!("not a WebAssembly component (a core module? build with `--target wasm32-wasip2`): {text}"))

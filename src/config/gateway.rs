@@ -65,6 +65,11 @@ pub struct PluginsConfig {
     /// `poll_interval_ms = 2000` — rescan period in `"poll"` mode.
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u64,
+    /// `cache_dir = "/var/cache/infergate"` — where compiled plugins are kept between loads
+    /// and restarts (keyed by content and engine); relative to gateway.toml. Default:
+    /// `$XDG_CACHE_HOME/infergate/compiled` or `~/.cache/infergate/compiled`; `""` disables it.
+    /// Must be writable only by the gateway's user: it holds native code.
+    pub cache_dir: Option<PathBuf>,
     /// `debounce_ms = 250` — quiet time after the last change before a rescan, so a file
     /// still being written (or an editor's temp-file-and-rename) is read once, complete.
     #[serde(default = "default_debounce_ms")]
@@ -75,6 +80,7 @@ impl Default for PluginsConfig {
     fn default() -> Self {
         Self {
             dir: default_plugin_dir(),
+            cache_dir: None,
             watch: WatchMode::default(),
             poll_interval_ms: default_poll_interval_ms(),
             debounce_ms: default_debounce_ms(),
@@ -145,14 +151,40 @@ fn default_backend_timeout_ms() -> u64 {
     10_000
 }
 
+impl PluginsConfig {
+    /// The compiled-plugin cache directory in effect, if any.
+    pub fn effective_cache_dir(&self) -> Option<PathBuf> {
+        match &self.cache_dir {
+            Some(dir) if dir.as_os_str().is_empty() => None,
+            Some(dir) => Some(dir.clone()),
+            None => {
+                let base = std::env::var_os("XDG_CACHE_HOME")
+                    .map(PathBuf::from)
+                    .or_else(|| {
+                        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache"))
+                    })?;
+                Some(base.join("infergate/compiled"))
+            }
+        }
+    }
+}
+
 impl GatewayConfig {
     /// Reads and validates `gateway.toml`; relative paths inside it are resolved against the
     /// file's own folder so the gateway can be started from anywhere.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let mut config: GatewayConfig = read_toml(path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
         if config.plugins.dir.is_relative() {
-            let base = path.parent().unwrap_or(Path::new("."));
             config.plugins.dir = base.join(&config.plugins.dir);
+        }
+        if let Some(cache) = config
+            .plugins
+            .cache_dir
+            .as_mut()
+            .filter(|c| c.is_relative() && !c.as_os_str().is_empty())
+        {
+            *cache = base.join(&*cache);
         }
         config.validate(path)?;
         Ok(config)

@@ -37,6 +37,8 @@ pub struct Runtime {
 
 struct Inner {
     engine: Engine,
+    /// Where compiled plugins are cached; `None` compiles every load.
+    cache_dir: Option<std::path::PathBuf>,
     linker: Linker<HostState>,
     allocator: Allocator,
     _ticker: Ticker,
@@ -57,6 +59,20 @@ impl Runtime {
         Self::with_allocator(allocator)
     }
 
+    /// Caches compiled plugins in `dir` (see [`super::cache`]). Call it on a new runtime,
+    /// before it is cloned; a shared runtime keeps its setting.
+    pub fn with_cache_dir(mut self, dir: Option<std::path::PathBuf>) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.cache_dir = dir,
+            None => tracing::warn!("plugin cache dir not set: the runtime is already shared"),
+        }
+        self
+    }
+
+    pub fn cache_dir(&self) -> Option<&std::path::Path> {
+        self.inner.cache_dir.as_deref()
+    }
+
     pub fn with_allocator(allocator: Allocator) -> Result<Self, RuntimeError> {
         let engine =
             Engine::new(&engine_config(allocator)).map_err(|e| RuntimeError(e.to_string()))?;
@@ -70,6 +86,7 @@ impl Runtime {
         Ok(Self {
             inner: Arc::new(Inner {
                 engine,
+                cache_dir: None,
                 linker,
                 allocator,
                 _ticker: ticker,

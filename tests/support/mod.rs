@@ -90,7 +90,11 @@ impl GatewayBuilder {
         if let Some(n) = self.max_body_bytes {
             text += &format!("max_body_bytes = {n}\n");
         }
-        text += &format!("[plugins]\ndir = \"plugins\"\n{}\n", self.plugins);
+        // A cache per test keeps tests hermetic (and exercises the cache on every load).
+        text += &format!(
+            "[plugins]\ndir = \"plugins\"\ncache_dir = \"cache\"\n{}\n",
+            self.plugins
+        );
         for (name, url, timeout) in &self.backends {
             text += &format!(
                 "[backends.{name}]\nkind = \"tfserving\"\nendpoints = [\"{url}\"]\ntimeout_ms = {timeout}\n"
