@@ -18,7 +18,12 @@ def gateway(tmp_path_factory, request):
         pytest.fail(f"gateway binary {gateway_bin()} not found: build it first (cargo build) "
                     f"or set INFERGATE_BIN")
     tf_server = request.getfixturevalue("tf_server")
-    routes = {"digits-rest": {"model": "digits"}}
+    routes = {
+        "digits-rest": {"model": "digits"},
+        # A wide batching window, so concurrent requests are sure to share one Predict call.
+        "digits-batched": {"model": "digits",
+                           "_toml": "[batching]\nmax_batch_size = 16\nbatch_timeout_us = 500000\n"},
+    }
     if PLUGIN_WASM.is_file():
         routes["digits"] = {"model": "digits", "plugin": PLUGIN_WASM}
     gw = start_gateway(tmp_path_factory.mktemp("gateway"), "gateway", tf_server.endpoint, routes)

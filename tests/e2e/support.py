@@ -182,7 +182,8 @@ class Gateway:
 def start_gateway(config_dir, name, endpoint, routes, timeout_ms=10000):
     """Write gateway.toml and one folder per route, start `infergate serve`.
 
-    routes: {route name: {"model": ..., "plugin": ...}} (keys written as TOML strings)."""
+    routes: {route name: {"model": ..., "plugin": ...}} (keys written as TOML strings; a
+    "_toml" entry is appended verbatim, for tables such as [batching])."""
     binary = gateway_bin()
     if not binary.is_file():
         pytest.fail(f"gateway binary {binary} not found: build it first (cargo build) or set "
@@ -204,8 +205,11 @@ def start_gateway(config_dir, name, endpoint, routes, timeout_ms=10000):
     for route, keys in routes.items():
         folder = plugins_dir / route
         folder.mkdir(exist_ok=True)
+        keys = dict(keys)
+        extra = keys.pop("_toml", "")
         body = 'backend = "tfs"\nsignature = "serving_default"\n'
         body += "".join(f"{k} = {toml_str(v)}\n" for k, v in keys.items())
+        body += extra
         (folder / "model.toml").write_text(body)
     proc = Process(name, [binary, "serve", "--config", config], config_dir)
     try:

@@ -156,6 +156,26 @@ def test_concurrent_requests_each_get_their_own_answer(gateway, tf_server, refer
     assert sum(after[len(before):]) == len(imgs), after[len(before):]
 
 
+def test_batched_answers_equal_unbatched(gateway, tf_server, reference):
+    """Concurrent requests to a route with a wide batching window reach real TensorFlow as
+    one batched Predict, and each request's answer equals TensorFlow's unbatched answer for
+    its own image (within 1e-5)."""
+    imgs = [load_image(p) for p in PNG_IMAGES[:8]]
+    before = len(tf_server.stats()["predict_calls"]["digits"])
+
+    def call(im):
+        return gateway.post("/v1/models/digits-batched:predict", json={"instances": [instance(im)]})
+
+    with ThreadPoolExecutor(len(imgs)) as pool:
+        responses = list(pool.map(call, imgs))
+    for im, resp in zip(imgs, responses):
+        assert resp.status_code == 200, resp.text
+        check_row(resp.json(), reference.run(im))
+    batches = tf_server.stats()["predict_calls"]["digits"][before:]
+    assert sum(batches) == len(imgs), batches
+    assert max(batches) > 1, f"no batch formed: {batches}"
+
+
 def test_healthz(gateway):
     assert gateway.get("/healthz").status_code == 200
 
