@@ -65,6 +65,12 @@ impl Gateway {
         if !failures.is_empty() {
             return Err(StartError::Routes(failures));
         }
+        // There is no older version to keep at start, so a failed warm-up is only reported.
+        for route in table.routes.values() {
+            if let Err(message) = crate::reload::warm_up(&runtime, route) {
+                tracing::warn!(model = %route.name, "warm-up failed: {message}");
+            }
+        }
         Ok(Gateway {
             config,
             runtime,

@@ -103,7 +103,7 @@ async fn route(
                 .ok_or_else(|| unknown_model(&table, model))?;
             drop(table);
             let call = predict_call(gateway, request, version, request_id).await?;
-            let response = pipeline::predict(gateway, route, call).await?;
+            let response = pipeline::predict(gateway.runtime(), route, call).await?;
             Ok(plugin_response(response))
         }
     }

@@ -9,8 +9,7 @@ use http::{HeaderValue, StatusCode, header};
 
 use crate::backend::VersionChoice;
 use crate::error::Error;
-use crate::gateway::Gateway;
-use crate::plugin::{CallTag, PluginRequest, PluginResponse};
+use crate::plugin::{CallTag, PluginRequest, PluginResponse, Runtime};
 use crate::rest::{self, Format, InputSpec};
 use crate::routes::Route;
 use crate::tensor::NamedTensors;
@@ -33,7 +32,7 @@ enum Source {
 }
 
 pub async fn predict(
-    gateway: &Gateway,
+    runtime: &Runtime,
     route: Arc<Route>,
     call: PredictCall,
 ) -> Result<PluginResponse, Error> {
@@ -45,7 +44,7 @@ pub async fn predict(
         Some(pre) => {
             let request = plugin_request(&route, &call);
             let prepared = pre
-                .preprocess(gateway.runtime(), &request, route.limits(), tag.clone())
+                .preprocess(runtime, &request, route.limits(), tag.clone())
                 .await?;
             (
                 None,
@@ -69,11 +68,11 @@ pub async fn predict(
     };
     let target = route.target(call.version.clone(), signature);
     let outputs = route.batcher.submit(target, inputs).await?;
-    respond(gateway, &route, outputs, source, tag).await
+    respond(runtime, &route, outputs, source, tag).await
 }
 
 async fn respond(
-    gateway: &Gateway,
+    runtime: &Runtime,
     route: &Route,
     outputs: NamedTensors,
     source: Source,
@@ -81,10 +80,10 @@ async fn respond(
 ) -> Result<PluginResponse, Error> {
     match (&route.post, source) {
         (Some(post), Source::Plugin { context }) => Ok(post
-            .postprocess(gateway.runtime(), &outputs, &context, route.limits(), tag)
+            .postprocess(runtime, &outputs, &context, route.limits(), tag)
             .await?),
         (Some(post), Source::Rest { .. }) => Ok(post
-            .postprocess(gateway.runtime(), &outputs, &[], route.limits(), tag)
+            .postprocess(runtime, &outputs, &[], route.limits(), tag)
             .await?),
         (None, source) => {
             let format = match source {

@@ -91,6 +91,23 @@ pub fn rescan(gateway: &Gateway) -> ReloadReport {
                 }
             }
             Ok(route) => {
+                let route = Arc::new(route);
+                if let Err(message) = warm_up(gateway.runtime(), &route) {
+                    tracing::warn!(model = %name, "warm-up failed, keeping the last good version: {message}");
+                    report.failed.insert(name.clone(), message.clone());
+                    if let Some(route) = old {
+                        next.routes.insert(name.clone(), route.clone());
+                    }
+                    next.failures.insert(
+                        name,
+                        Failure {
+                            message,
+                            at: SystemTime::now(),
+                            fingerprint: print,
+                        },
+                    );
+                    continue;
+                }
                 if old.is_some() {
                     &mut report.reloaded
                 } else {
@@ -98,7 +115,7 @@ pub fn rescan(gateway: &Gateway) -> ReloadReport {
                 }
                 .push(name.clone());
                 tracing::info!(model = %name, "loaded");
-                next.routes.insert(name, Arc::new(route));
+                next.routes.insert(name, route);
             }
             Err(e) => {
                 let message = e.to_string();
@@ -128,6 +145,44 @@ pub fn rescan(gateway: &Gateway) -> ReloadReport {
     }
     gateway.routes().swap(next);
     report
+}
+
+/// Sends the model's declared warm-up request (`warmup = "<file>"`, a request body) through
+/// the new route's whole pipeline. Runs on a blocking thread, which may wait on the runtime.
+pub fn warm_up(
+    runtime: &crate::plugin::Runtime,
+    route: &Arc<crate::routes::Route>,
+) -> Result<(), String> {
+    let Some(path) = &route.config.warmup else {
+        return Ok(());
+    };
+    let body = std::fs::read(path).map_err(|e| format!("warmup file {}: {e}", path.display()))?;
+    let call = crate::pipeline::PredictCall {
+        version: crate::backend::VersionChoice::Latest,
+        method: "POST".into(),
+        path: format!("/v1/models/{}:predict", route.name),
+        query: String::new(),
+        headers: Vec::new(),
+        body: body.into(),
+        request_id: format!("warmup-{}", route.name),
+    };
+    // `infergate check` loads without a runtime and makes no backend calls.
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return Ok(());
+    };
+    match handle.block_on(crate::pipeline::predict(runtime, route.clone(), call)) {
+        Ok(response) if response.status.is_success() => Ok(()),
+        Ok(response) => Err(format!(
+            "warmup request ({}) answered {}",
+            path.display(),
+            response.status
+        )),
+        Err(e) => Err(format!(
+            "warmup request ({}) failed with {}: {e}",
+            path.display(),
+            e.status()
+        )),
+    }
 }
 
 /// Watches the plugin directory until `shutdown` resolves, rescanning after each quiet period

@@ -113,7 +113,7 @@ pub fn fingerprint(dir: &Path, gateway: &GatewayConfig) -> Fingerprint {
     hash.update((toml.len() as u64).to_le_bytes());
     hash.update(&toml);
     if let Ok(config) = ModelConfig::load(dir, gateway) {
-        for file in [&config.plugin, &config.pre, &config.post]
+        for file in [&config.plugin, &config.pre, &config.post, &config.warmup]
             .into_iter()
             .flatten()
         {

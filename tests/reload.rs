@@ -287,3 +287,35 @@ async fn traffic_through_fifty_reloads() {
     assert!(served.load(Ordering::Relaxed) > 50);
     assert_eq!(seen.lock().unwrap().len(), 2, "both versions answered");
 }
+
+/// A declared warm-up request runs through the new version before it serves: a version whose
+/// warm-up fails is not swapped in, and says why.
+#[tokio::test]
+async fn warmup_gates_the_swap() {
+    let (_b, gw) = start(&[("a", "pre-only")], FAST).await;
+    let dir = gw.plugins_dir().join("a");
+    std::fs::write(dir.join("warmup.txt"), "trap").unwrap();
+    std::fs::copy(fixture("misbehave"), dir.join("next.wasm")).unwrap();
+    // misbehave traps on the body `trap`: this version must never serve.
+    put(
+        &dir.join("model.toml"),
+        b"backend = \"tfs\"\nmodel = \"m\"\npre = \"next.wasm\"\nwarmup = \"warmup.txt\"\n",
+    );
+    eventually(10, "warm-up failure", || async {
+        let list = gw.get("/v1/models").await.json();
+        list["failures"]["a"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("warmup") && e.contains("500"))
+    })
+    .await;
+    assert_eq!(
+        answer(&gw, "a").await,
+        Ok(2.0),
+        "the old version still serves"
+    );
+    put(&dir.join("warmup.txt"), b"ok");
+    eventually(10, "warmed-up version serves", || async {
+        answer(&gw, "a").await == Ok(1.0)
+    })
+    .await;
+}

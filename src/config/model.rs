@@ -25,6 +25,10 @@ pub struct ModelConfig {
     pub pre: Option<PathBuf>,
     /// `post = "post.wasm"` — a component exporting `postprocess` (without it: TF Serving REST JSON out).
     pub post: Option<PathBuf>,
+    /// `warmup = "warmup.png"` — a request body sent through the whole pipeline (plugins and
+    /// backend) before a reloaded version replaces the serving one; it must answer 2xx or the
+    /// reload fails and the serving version stays.
+    pub warmup: Option<PathBuf>,
     /// `[batching]`
     #[serde(default)]
     pub batching: BatchingConfig,
@@ -153,9 +157,14 @@ impl ModelConfig {
     pub fn load(dir: &Path, gateway: &GatewayConfig) -> Result<Self, ConfigError> {
         let path = dir.join("model.toml");
         let mut config: ModelConfig = read_toml(&path)?;
-        for file in [&mut config.plugin, &mut config.pre, &mut config.post]
-            .into_iter()
-            .flatten()
+        for file in [
+            &mut config.plugin,
+            &mut config.pre,
+            &mut config.post,
+            &mut config.warmup,
+        ]
+        .into_iter()
+        .flatten()
         {
             if file.is_relative() {
                 *file = dir.join(&*file);
@@ -191,6 +200,12 @@ impl ModelConfig {
             return Err(ConfigError::invalid(
                 path,
                 "`plugin` sets both pre and post; use it or `pre`/`post`, not both",
+            ));
+        }
+        if let Some(warmup) = self.warmup.as_ref().filter(|w| !w.is_file()) {
+            return Err(ConfigError::invalid(
+                path,
+                format!("warmup file {} does not exist", warmup.display()),
             ));
         }
         for file in [&self.plugin, &self.pre, &self.post].into_iter().flatten() {
