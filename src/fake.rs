@@ -315,7 +315,12 @@ fn tokio_stream_from(
     listener: TcpListener,
 ) -> impl futures::Stream<Item = Result<tokio::net::TcpStream, std::io::Error>> + Send + 'static {
     futures::stream::unfold(listener, |listener| async move {
-        let accepted = listener.accept().await.map(|(stream, _)| stream);
+        // Nagle off, as TF Serving does: otherwise a batch's larger reply waits out the
+        // client's delayed ACK (~40 ms) and the fake, not the gateway, sets the pace.
+        let accepted = listener.accept().await.map(|(stream, _)| {
+            let _ = stream.set_nodelay(true);
+            stream
+        });
         Some((accepted, listener))
     })
 }

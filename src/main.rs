@@ -8,7 +8,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use infergate::{Gateway, GatewayConfig};
-use tokio::net::TcpListener;
 
 #[derive(Parser)]
 #[command(
@@ -103,11 +102,8 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
     let (listen, admin_listen) = (config.server.listen, config.server.admin_listen);
     // Compiling plugins is CPU-bound; keep it off the async workers.
     let gateway = tokio::task::spawn_blocking(move || Gateway::load(config)).await??;
-    let public = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding {listen}"))?;
-    let admin = TcpListener::bind(admin_listen)
-        .await
+    let public = infergate::server::bind(listen).with_context(|| format!("binding {listen}"))?;
+    let admin = infergate::server::bind(admin_listen)
         .with_context(|| format!("binding admin {admin_listen}"))?;
     // Scripts wait for these exact lines; with port 0 they carry the chosen port.
     println!("infergate listening on http://{}", public.local_addr()?);

@@ -16,6 +16,22 @@ use tokio::net::TcpListener;
 
 use crate::ingress::Body;
 
+/// Connections the kernel queues for `accept` per listener. The common default (128) drops
+/// bursts of new clients, who then retry a second later.
+pub const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds `addr` with a [`LISTEN_BACKLOG`]-deep accept queue.
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Serves `listener` with `handler` until `shutdown` resolves, then waits up to `drain` for
 /// open connections to finish their requests.
 pub async fn serve<H, F>(
