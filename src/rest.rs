@@ -15,6 +15,7 @@
 
 mod decode;
 mod encode;
+mod json;
 
 use std::collections::BTreeMap;
 
@@ -45,7 +46,7 @@ pub enum Format {
 pub struct PredictBody {
     pub signature_name: Option<String>,
     pub format: Format,
-    doc: decode::Doc,
+    doc: json::Doc,
     /// Tape index of the `"instances"` or `"inputs"` value.
     payload: usize,
 }
@@ -181,7 +182,7 @@ pub enum RestError {
 /// `"instances"` (a non-empty list) or `"inputs"`. Values are typed later, by
 /// [`PredictBody::into_tensors`].
 pub fn parse_predict_body(body: &[u8]) -> Result<PredictBody, RestError> {
-    let doc = decode::Doc::parse(body)?;
+    let doc = json::Doc::parse(body)?;
     const ROOT: usize = 0;
     if !doc.is_object(ROOT) {
         return Err(RestError::NotAnObject);
