@@ -36,7 +36,8 @@ pub enum StartError {
 impl Gateway {
     /// Loads every model folder. Fails if any folder is invalid, naming each one.
     pub fn load(config: GatewayConfig) -> Result<Gateway, StartError> {
-        let runtime = Runtime::new()?.with_cache_dir(config.plugins.effective_cache_dir());
+        let runtime = Runtime::sized(config.plugins.max_instances)?
+            .with_cache_dir(config.plugins.effective_cache_dir());
         Self::load_with(config, runtime)
     }
 

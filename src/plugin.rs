@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 pub use call::{CallError, CallLimits, PluginRequest, PluginResponse, Prepared, Rejection};
 pub use host::CallTag;
-pub use runtime::{Allocator, EPOCH_TICK, Runtime, RuntimeError};
+pub use runtime::{Allocator, DEFAULT_MAX_INSTANCES, EPOCH_TICK, Runtime, RuntimeError};
 
 use bindings::{post::PostprocessorPre, pre::PreprocessorPre};
 use host::HostState;

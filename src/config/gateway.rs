@@ -70,6 +70,11 @@ pub struct PluginsConfig {
     /// `$XDG_CACHE_HOME/infergate/compiled` or `~/.cache/infergate/compiled`; `""` disables it.
     /// Must be writable only by the gateway's user: it holds native code.
     pub cache_dir: Option<PathBuf>,
+    /// `max_instances = 1000` — plugin calls that may run at once across all models: the
+    /// pooling allocator reserves this many instance slots (each with address space for one
+    /// linear memory) at start.
+    #[serde(default = "default_max_instances")]
+    pub max_instances: u32,
     /// `debounce_ms = 250` — quiet time after the last change before a rescan, so a file
     /// still being written (or an editor's temp-file-and-rename) is read once, complete.
     #[serde(default = "default_debounce_ms")]
@@ -81,6 +86,7 @@ impl Default for PluginsConfig {
         Self {
             dir: default_plugin_dir(),
             cache_dir: None,
+            max_instances: default_max_instances(),
             watch: WatchMode::default(),
             poll_interval_ms: default_poll_interval_ms(),
             debounce_ms: default_debounce_ms(),
@@ -96,6 +102,10 @@ pub enum WatchMode {
     Notify,
     Poll,
     Off,
+}
+
+fn default_max_instances() -> u32 {
+    crate::plugin::DEFAULT_MAX_INSTANCES
 }
 
 fn default_poll_interval_ms() -> u64 {
@@ -196,6 +206,12 @@ impl GatewayConfig {
             return Err(ConfigError::invalid(
                 path,
                 "server.max_body_bytes must be greater than 0",
+            ));
+        }
+        if self.plugins.max_instances == 0 {
+            return Err(ConfigError::invalid(
+                path,
+                "plugins.max_instances must be at least 1",
             ));
         }
         for (name, backend) in &self.backends {

@@ -16,8 +16,8 @@ use super::host::HostState;
 /// a running call yields to the async runtime once per tick so it never hogs a worker thread.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
-/// Plugin instances that may exist at once (pooling allocator slots).
-const MAX_INSTANCES: u32 = 1000;
+/// Plugin instances that may exist at once (pooling allocator slots) unless configured.
+pub const DEFAULT_MAX_INSTANCES: u32 = 1000;
 
 /// Ceiling of any one linear memory; per-model `limits.memory_mb` caps below it.
 const MAX_MEMORY_BYTES: usize = 4 << 30;
@@ -51,12 +51,18 @@ pub struct RuntimeError(String);
 impl Runtime {
     /// Builds the engine (pooling allocator when the address space allows it) and linker.
     pub fn new() -> Result<Self, RuntimeError> {
+        Self::sized(DEFAULT_MAX_INSTANCES)
+    }
+
+    /// Like [`Runtime::new`], with `max_instances` pooling slots (`plugins.max_instances`):
+    /// the plugin calls that may run at once across all models.
+    pub fn sized(max_instances: u32) -> Result<Self, RuntimeError> {
         let allocator = if pooling_fits() {
             Allocator::Pooling
         } else {
             Allocator::OnDemand
         };
-        Self::with_allocator(allocator)
+        Self::build(allocator, max_instances)
     }
 
     /// Caches compiled plugins in `dir` (see [`super::cache`]). Call it on a new runtime,
@@ -74,8 +80,12 @@ impl Runtime {
     }
 
     pub fn with_allocator(allocator: Allocator) -> Result<Self, RuntimeError> {
-        let engine =
-            Engine::new(&engine_config(allocator)).map_err(|e| RuntimeError(e.to_string()))?;
+        Self::build(allocator, DEFAULT_MAX_INSTANCES)
+    }
+
+    fn build(allocator: Allocator, max_instances: u32) -> Result<Self, RuntimeError> {
+        let engine = Engine::new(&engine_config(allocator, max_instances.max(1)))
+            .map_err(|e| RuntimeError(e.to_string()))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| RuntimeError(e.to_string()))?;
@@ -107,7 +117,7 @@ impl Runtime {
     }
 }
 
-fn engine_config(allocator: Allocator) -> Config {
+fn engine_config(allocator: Allocator, max_instances: u32) -> Config {
     let mut config = Config::new();
     config
         .wasm_component_model(true)
@@ -115,11 +125,11 @@ fn engine_config(allocator: Allocator) -> Config {
         .cranelift_opt_level(wasmtime::OptLevel::Speed);
     if allocator == Allocator::Pooling {
         let mut pool = PoolingAllocationConfig::new();
-        pool.total_component_instances(MAX_INSTANCES)
-            .total_core_instances(MAX_INSTANCES * 4)
-            .total_memories(MAX_INSTANCES * 2)
-            .total_tables(MAX_INSTANCES * 2)
-            .total_stacks(MAX_INSTANCES)
+        pool.total_component_instances(max_instances)
+            .total_core_instances(max_instances * 4)
+            .total_memories(max_instances * 2)
+            .total_tables(max_instances * 2)
+            .total_stacks(max_instances)
             .max_memory_size(MAX_MEMORY_BYTES)
             .max_component_instance_size(10 << 20)
             .max_core_instance_size(10 << 20)
