@@ -83,55 +83,50 @@ pub fn rescan(gateway: &Gateway) -> ReloadReport {
             next.failures.insert(name, failure.clone());
             continue;
         }
-        match routes::load_route(&name, &dir, config, gateway.backends(), gateway.runtime()) {
+        let built = routes::load_route(&name, &dir, config, gateway.backends(), gateway.runtime())
+            .map(Arc::new)
+            .map_err(|e| e.to_string());
+        let route = match built {
             Ok(route) if routes::fingerprint(&dir, config) != route.fingerprint => {
                 report.unsettled.push(name.clone());
                 if let Some(route) = old {
                     next.routes.insert(name, route.clone());
                 }
+                continue;
             }
+            Ok(route) => warm_up(gateway.runtime(), &route)
+                .map(|()| route)
+                .map_err(|e| format!("warm-up failed: {e}")),
+            Err(message) => Err(message),
+        };
+        match route {
             Ok(route) => {
-                let route = Arc::new(route);
-                if let Err(message) = warm_up(gateway.runtime(), &route) {
-                    tracing::warn!(model = %name, "warm-up failed, keeping the last good version: {message}");
-                    report.failed.insert(name.clone(), message.clone());
-                    if let Some(route) = old {
-                        next.routes.insert(name.clone(), route.clone());
-                    }
-                    next.failures.insert(
-                        name,
-                        Failure {
-                            message,
-                            at: SystemTime::now(),
-                            fingerprint: print,
-                        },
-                    );
-                    continue;
-                }
-                if old.is_some() {
+                let list = if old.is_some() {
                     &mut report.reloaded
                 } else {
                     &mut report.added
-                }
-                .push(name.clone());
+                };
+                list.push(name.clone());
                 tracing::info!(model = %name, "loaded");
                 next.routes.insert(name, route);
             }
-            Err(e) => {
-                let message = e.to_string();
-                tracing::warn!(model = %name, "load failed, {}: {message}", if old.is_some() { "keeping the last good version" } else { "not serving it" });
+            Err(message) => {
+                let keeping = if old.is_some() {
+                    "keeping the last good version"
+                } else {
+                    "not serving it"
+                };
+                tracing::warn!(model = %name, "load failed, {keeping}: {message}");
                 report.failed.insert(name.clone(), message.clone());
                 if let Some(route) = old {
                     next.routes.insert(name.clone(), route.clone());
                 }
-                next.failures.insert(
-                    name,
-                    Failure {
-                        message,
-                        at: SystemTime::now(),
-                        fingerprint: print,
-                    },
-                );
+                let failure = Failure {
+                    message,
+                    at: SystemTime::now(),
+                    fingerprint: print,
+                };
+                next.failures.insert(name, failure);
             }
         }
     }
