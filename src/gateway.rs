@@ -66,12 +66,6 @@ impl Gateway {
         if !failures.is_empty() {
             return Err(StartError::Routes(failures));
         }
-        // There is no older version to keep at start, so a failed warm-up is only reported.
-        for route in table.routes.values() {
-            if let Err(message) = crate::reload::warm_up(&runtime, route) {
-                tracing::warn!(model = %route.name, "warm-up failed: {message}");
-            }
-        }
         Ok(Gateway {
             config,
             runtime,
@@ -95,6 +89,16 @@ impl Gateway {
 
     pub fn routes(&self) -> &RouteStore {
         &self.routes
+    }
+
+    /// Sends every route's declared warm-up request. There is no older version to keep at
+    /// start, so a failure is only reported. Blocks: call it from a blocking thread.
+    pub fn warm_up_all(&self) {
+        for route in self.routes.snapshot().routes.values() {
+            if let Err(message) = crate::reload::warm_up(&self.runtime, route) {
+                tracing::warn!(model = %route.name, "warm-up failed: {message}");
+            }
+        }
     }
 
     /// Rescans the plugin directory now (off the async workers) and swaps in the result.

@@ -74,6 +74,11 @@ fn init_tracing(json: bool) {
 
 fn check(path: PathBuf) -> anyhow::Result<()> {
     let config = GatewayConfig::load(&path)?;
+    // Backend clients are created (lazily, nothing is dialled) inside a runtime's context.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let _context = runtime.enter();
     let gateway = Gateway::load(config)?;
     let table = gateway.routes().snapshot();
     println!("{}: ok, {} model(s)", path.display(), table.routes.len());
@@ -101,7 +106,12 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
     let config = GatewayConfig::load(&path)?;
     let (listen, admin_listen) = (config.server.listen, config.server.admin_listen);
     // Compiling plugins is CPU-bound; keep it off the async workers.
-    let gateway = tokio::task::spawn_blocking(move || Gateway::load(config)).await??;
+    let gateway = tokio::task::spawn_blocking(move || {
+        let gateway = Gateway::load(config)?;
+        gateway.warm_up_all();
+        Ok::<_, infergate::StartError>(gateway)
+    })
+    .await??;
     let public = infergate::server::bind(listen).with_context(|| format!("binding {listen}"))?;
     let admin = infergate::server::bind(admin_listen)
         .with_context(|| format!("binding admin {admin_listen}"))?;
