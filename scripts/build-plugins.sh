@@ -6,6 +6,7 @@
 #   tests/plugins/wasm/garbage.wasm    a few bytes that are not WebAssembly at all
 #   tests/plugins/wasm/core-module.wasm  a valid core module that is not a component
 # Both workspaces have their own target dirs, so this never waits on a host build's lock.
+# With --examples, only the example plugins (what scripts/run-example.sh needs).
 # Runs from any directory; prints each file it wrote with its size.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,6 +45,18 @@ for model_dir in plugins/*/; do
     place plugins "$crate" "$model_dir/plugin.wasm"
 done
 
+report() {
+    echo "built:"
+    for f in "${built[@]}"; do
+        printf '  %8d bytes  %s\n' "$(wc -c < "$f")" "$f"
+    done
+}
+
+if [ "${1:-}" = --examples ]; then
+    report
+    exit 0
+fi
+
 build tests/plugins
 for fixture in echo misbehave pre-only post-only; do
     place tests/plugins "$fixture" "tests/plugins/wasm/$fixture.wasm"
@@ -55,7 +68,4 @@ built+=(tests/plugins/wasm/garbage.wasm)
 printf '\0asm\1\0\0\0' > tests/plugins/wasm/core-module.wasm
 built+=(tests/plugins/wasm/core-module.wasm)
 
-echo "built:"
-for f in "${built[@]}"; do
-    printf '  %8d bytes  %s\n' "$(wc -c < "$f")" "$f"
-done
+report

@@ -1,15 +1,31 @@
 #!/usr/bin/env bash
-# Runs the example end to end on this machine: builds the plugins, starts a
-# TF-Serving-compatible gRPC server with real TensorFlow on 127.0.0.1:8500 serving
-# models/digits (skip it with INFERGATE_BACKEND=external when a real tensorflow/serving is
-# already listening there), then `infergate serve --config gateway.toml` on 127.0.0.1:8080.
+# Runs the example digit classifier on this machine and prints where to send requests.
+#
+#   scripts/run-example.sh             # zero setup: the model runs inside the gateway (the
+#                                      # embedded onnx backend, plugins/digits/model.onnx);
+#                                      # needs only the Rust toolchain
+#   scripts/run-example.sh tfserving   # the same model through TensorFlow Serving: starts a
+#                                      # TF-Serving-compatible gRPC server running real
+#                                      # TensorFlow (Python venv) on 127.0.0.1:8500; with
+#                                      # INFERGATE_BACKEND=external it uses one already
+#                                      # listening there (e.g. deploy/compose.yaml)
+#
+# Either way: installs the wasm32-wasip2 target if missing, builds the digits plugin and the
+# gateway (release), then runs `infergate serve` on 127.0.0.1:8080 until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/build-plugins.sh >/dev/null
+example=${1:-onnx}
+case "$example" in
+    onnx) config=gateway.toml ;;
+    tfserving) config=examples/tfserving/gateway.toml ;;
+    *) echo "usage: $0 [onnx|tfserving]" >&2; exit 2 ;;
+esac
+
+scripts/build-plugins.sh --examples >/dev/null
 cargo build --release --locked --bin infergate
 
-if [ "${INFERGATE_BACKEND:-tf_server}" != external ]; then
+if [ "$example" = tfserving ] && [ "${INFERGATE_BACKEND:-tf_server}" != external ]; then
     venv=$(scripts/venv.sh | tail -n 1)
     "$venv/bin/python" scripts/tf_server.py --port 8500 --model digits=models/digits --label digits:stable=1 &
     tf_pid=$!
@@ -21,11 +37,11 @@ if [ "${INFERGATE_BACKEND:-tf_server}" != external ]; then
     done
 fi
 
-cat <<'MSG'
+cat <<MSG
 
-Try:
-  curl -s -X POST --data-binary @examples/images/digit-7-0.png \
-       -H 'content-type: image/png' http://127.0.0.1:8080/v1/models/digits:predict
+infergate ($example backend, $config) will listen on http://127.0.0.1:8080
+Classify a bundled image from another terminal:
+  curl -s --data-binary @examples/images/digit-7-0.png http://127.0.0.1:8080/v1/models/digits:predict
 
 MSG
-target/release/infergate serve --config gateway.toml
+"${CARGO_TARGET_DIR:-target}/release/infergate" serve --config "$config"

@@ -4,6 +4,8 @@
 Generated (and committed) by this script -- rerun it to regenerate them:
   models/digits/1/            SavedModel, TF Serving layout (seed 1)
   models/digits/2/            SavedModel, same architecture retrained with seed 2
+  plugins/digits/model.onnx   version 2 converted to ONNX (same weights) for the embedded
+                              `onnx` backend; its model_version is 2, its batch dim symbolic
   models/digits/labels.txt    class names "0".."9", one per line
   examples/images/digit-<label>-<n>.png   held-out samples, 28x28 8-bit grayscale
   examples/images/digit-7.jpg             one held-out 7 as a grayscale JPEG
@@ -23,6 +25,13 @@ Serving signature `serving_default`:
            label          int64   [-1]              argmax
 
 Usage: python scripts/train_digits.py [--out-root REPO_ROOT] [--epochs N]
+       python scripts/train_digits.py --onnx-only   # convert the committed SavedModel, no training
+
+The ONNX export needs tf2onnx, which is not in scripts/requirements-e2e.txt (the test venv
+doesn't need it). Put it beside that venv without touching it:
+  venv=$(scripts/venv.sh | tail -n 1)
+  "$venv/bin/pip" install --no-deps --target ~/.cache/infergate/onnx-tools -r scripts/requirements-onnx.txt
+  PYTHONPATH=~/.cache/infergate/onnx-tools "$venv/bin/python" scripts/train_digits.py --onnx-only
 """
 
 import argparse
@@ -45,6 +54,10 @@ SIZE = 28
 NUM_CLASSES = 10
 SPLIT_SEED = 0
 SAMPLES_PER_CLASS = 2
+# The SavedModel version the ONNX file is converted from: the latest, which TF Serving serves
+# for a request that names no version, so both backends answer the same by default.
+ONNX_VERSION = 2
+ONNX_OPSET = 17
 
 
 def upscale(img8x8):
@@ -156,6 +169,48 @@ def export(params, path):
     tf.saved_model.save(module, path, signatures={"serving_default": serving_default})
 
 
+def export_onnx(saved_model, out, version):
+    """Converts a SavedModel's serving_default signature to ONNX with tf2onnx.
+
+    Inputs and outputs keep the signature's names. Dim 0 of each is renamed to one symbol,
+    `batch` (tf2onnx gives each an unrelated `unk__N`), so the engine can see that a batch of
+    N images gives N rows. The file's model_version is the SavedModel's version.
+    """
+    import subprocess
+
+    import onnx  # noqa: E402 -- only needed here (scripts/requirements-onnx.txt)
+
+    tmp = out + ".tmp"
+    subprocess.run(
+        [sys.executable, "-m", "tf2onnx.convert", "--saved-model", saved_model,
+         "--signature_def", "serving_default", "--opset", str(ONNX_OPSET), "--output", tmp],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    model = onnx.load(tmp)
+    for value in list(model.graph.input) + list(model.graph.output):
+        dim = value.type.tensor_type.shape.dim[0]
+        dim.ClearField("dim_value")
+        dim.dim_param = "batch"
+    model.model_version = version
+    model.doc_string = f"models/digits/{version} converted by scripts/train_digits.py"
+    onnx.checker.check_model(model)
+    onnx.save(model, tmp)
+    os.replace(tmp, out)  # atomically, so a watching gateway never reads half a file
+    print(f"  exported {out} ({os.path.getsize(out)} bytes) from {saved_model}")
+
+
+def check_onnx_agrees(saved_model, onnx_path, x):
+    """The ONNX file and the SavedModel give the same probabilities (within 1e-5) on x."""
+    import onnx.reference  # noqa: E402
+
+    want = tf.saved_model.load(saved_model).signatures["serving_default"](
+        image=tf.constant(x))["probabilities"].numpy()
+    got = onnx.reference.ReferenceEvaluator(onnx_path).run(["probabilities"], {"image": x})[0]
+    diff = float(np.max(np.abs(want - got)))
+    print(f"  ONNX vs SavedModel on {len(x)} images: max |diff| {diff:.2e}")
+    if diff > 1e-5:
+        raise SystemExit(f"{onnx_path} disagrees with {saved_model}: {diff}")
+
+
 def dir_size(path):
     total = 0
     for root, _, files in os.walk(path):
@@ -168,6 +223,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out-root", default=REPO_ROOT, help="where models/ and examples/ go")
     ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--onnx-only", action="store_true",
+                    help="only convert the committed SavedModel to ONNX (no training)")
     args = ap.parse_args()
 
     t0 = time.time()
@@ -178,6 +235,14 @@ def main():
     print(f"digits: {len(train_idx)} train, {len(test_idx)} test, {SIZE}x{SIZE} grayscale")
 
     model_dir = os.path.join(args.out_root, "models", "digits")
+    onnx_path = os.path.join(args.out_root, "plugins", "digits", "model.onnx")
+    saved_onnx_source = os.path.join(model_dir, str(ONNX_VERSION))
+    if args.onnx_only:
+        export_onnx(saved_onnx_source, onnx_path, ONNX_VERSION)
+        check_onnx_agrees(saved_onnx_source, onnx_path, x_test)
+        print(f"done in {time.time() - t0:.1f}s")
+        return
+
     os.makedirs(model_dir, exist_ok=True)
     for version, seed in ((1, 1), (2, 2)):
         params = train(seed, x_train, y_train, args.epochs)
@@ -186,6 +251,9 @@ def main():
         out = os.path.join(model_dir, str(version))
         export(params, out)
         print(f"  exported {out} ({dir_size(out)} bytes)")
+
+    export_onnx(saved_onnx_source, onnx_path, ONNX_VERSION)
+    check_onnx_agrees(saved_onnx_source, onnx_path, x_test)
 
     with open(os.path.join(model_dir, "labels.txt"), "w") as f:
         f.write("".join(f"{i}\n" for i in range(NUM_CLASSES)))

@@ -202,7 +202,8 @@ pub fn list_models(table: &crate::routes::RouteTable) -> serde_json::Value {
     json!({ "models": models, "failures": failures })
 }
 
-/// What the gateway knows of a route: backend, plugins (path, digest, load time).
+/// What the gateway knows of a route: backend, plugins (path, digest, load time), and for an
+/// `onnx` backend the model file it runs.
 fn route_json(route: &crate::routes::Route) -> serde_json::Value {
     let plugin = |p: &Option<Arc<crate::plugin::Plugin>>| {
         p.as_ref().map(|p| {
@@ -219,6 +220,14 @@ fn route_json(route: &crate::routes::Route) -> serde_json::Value {
         "signature": route.config.signature,
         "pre": plugin(&route.pre),
         "post": plugin(&route.post),
+        "model_file": match route.backend.as_ref() {
+            crate::backend::Backend::Onnx(model) => json!({
+                "path": model.path().display().to_string(),
+                "digest": model.digest(),
+                "version": model.version(),
+            }),
+            _ => serde_json::Value::Null,
+        },
         "loaded_at": unix_seconds(route.loaded_at),
     })
 }

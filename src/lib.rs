@@ -1,6 +1,6 @@
 //! infergate: an inference gateway. HTTP requests are routed by model name to that model's
 //! WebAssembly plugins (preprocess: request → tensors; postprocess: tensors → response), and
-//! the tensors go to a model server as gRPC `Predict` calls.
+//! the tensors go to a model server as gRPC `Predict` calls, or to an ONNX model run in process.
 //!
 //! ```text
 //! client ─HTTP─▶ ingress ─▶ routes (snapshot) ─▶ pre plugin ─▶ batcher ─▶ backend
@@ -19,7 +19,8 @@
 //! - [`reload`] — watches `plugins/`, rebuilds changed folders, swaps the route table.
 //! - [`routes`] — the route table (model → plugins + backend), swapped whole.
 //! - [`plugin`] — the wasmtime runtime: load, sandbox, bound and call plugins.
-//! - [`backend`] — model servers: `tfserving` (gRPC) and what they report.
+//! - [`backend`] — where tensors are run: `tfserving` (gRPC), `onnx` (tract, in process, on
+//!   its own thread pool), and what they report (status, signature metadata).
 //! - [`rest`] — TF Serving's REST JSON (`instances`/`inputs`, `predictions`/`outputs`).
 //! - [`tensor`] — the one tensor type every format converts to.
 //! - [`error`] — every failure and its HTTP status, in one match.

@@ -99,11 +99,12 @@ pub struct Failure {
     pub fingerprint: Fingerprint,
 }
 
-/// A content hash of a model folder's inputs: `model.toml` and every plugin file it names.
+/// A content hash of a model folder's inputs: `model.toml` and every file it names (plugins,
+/// warm-up request, ONNX model).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fingerprint(pub [u8; 32]);
 
-/// Hashes `dir/model.toml` and the plugin files it names (following symlinks, so a
+/// Hashes `dir/model.toml` and the files it names (following symlinks, so a
 /// Kubernetes `..data` swap counts as a change). A model.toml that doesn't parse is hashed
 /// alone; loading it will report why.
 pub fn fingerprint(dir: &Path, gateway: &GatewayConfig) -> Fingerprint {
@@ -113,10 +114,14 @@ pub fn fingerprint(dir: &Path, gateway: &GatewayConfig) -> Fingerprint {
     hash.update((toml.len() as u64).to_le_bytes());
     hash.update(&toml);
     if let Ok(config) = ModelConfig::load(dir, gateway) {
-        for file in [&config.plugin, &config.pre, &config.post, &config.warmup]
-            .into_iter()
-            .flatten()
-        {
+        let files = [
+            &config.plugin,
+            &config.pre,
+            &config.post,
+            &config.warmup,
+            &config.model_file,
+        ];
+        for file in files.into_iter().flatten() {
             let bytes = std::fs::read(file).unwrap_or_default();
             hash.update(file.as_os_str().as_encoded_bytes());
             hash.update((bytes.len() as u64).to_le_bytes());
@@ -160,6 +165,8 @@ pub enum RouteError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Plugin(#[from] LoadError),
+    #[error(transparent)]
+    Model(#[from] crate::backend::onnx::LoadError),
 }
 
 /// Model folders under `dir`: subdirectories holding a `model.toml`, by name. Hidden folders
@@ -205,6 +212,8 @@ pub fn load_route(
             format!("backend `{}` is not defined", config.backend),
         )
     })?;
+    // An onnx backend gives this folder its own model; a model server is shared as it is.
+    let backend = backend.for_model(name, &config)?;
     let (pre, post) = load_plugins(&config, runtime)?;
     let batcher = Batcher::new(
         name,

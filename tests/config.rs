@@ -54,7 +54,8 @@ fn invalid_gateway_configs() {
 #[test]
 fn invalid_model_configs() {
     let gateway: GatewayConfig = toml::from_str(
-        "[backends.tfs]\nkind = \"tfserving\"\nendpoints = [\"http://127.0.0.1:8500\"]\n",
+        "[backends.tfs]\nkind = \"tfserving\"\nendpoints = [\"http://127.0.0.1:8500\"]\n\
+         [backends.local]\nkind = \"onnx\"\n",
     )
     .unwrap();
     for case in cases("model") {

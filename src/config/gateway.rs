@@ -122,6 +122,44 @@ fn default_debounce_ms() -> u64 {
 pub enum BackendConfig {
     /// `kind = "tfserving"` — TensorFlow Serving (or anything speaking its gRPC API).
     Tfserving(TfServingConfig),
+    /// `kind = "onnx"` — ONNX models run inside the gateway (no model server to start); each
+    /// model folder names its file with `model_file = "model.onnx"`.
+    Onnx(OnnxConfig),
+}
+
+impl BackendConfig {
+    /// The `kind = "…"` value, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BackendConfig::Tfserving(_) => "tfserving",
+            BackendConfig::Onnx(_) => "onnx",
+        }
+    }
+}
+
+/// `kind = "onnx"`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnnxConfig {
+    /// `threads = 4` — inference threads shared by every model on this backend; a batch runs
+    /// on one of them. Default: the machine's cores.
+    pub threads: Option<usize>,
+    /// `timeout_ms = 10000` — deadline of one model call, queueing for a thread included.
+    #[serde(default = "default_backend_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+impl OnnxConfig {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    /// `threads`, or the cores this process may use.
+    pub fn threads(&self) -> usize {
+        self.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
 }
 
 /// `kind = "tfserving"`
@@ -237,6 +275,20 @@ impl GatewayConfig {
                         }
                     }
                     if tfs.timeout_ms == 0 {
+                        return Err(ConfigError::invalid(
+                            path,
+                            format!("backends.{name}.timeout_ms must be greater than 0"),
+                        ));
+                    }
+                }
+                BackendConfig::Onnx(onnx) => {
+                    if onnx.threads == Some(0) {
+                        return Err(ConfigError::invalid(
+                            path,
+                            format!("backends.{name}.threads must be at least 1"),
+                        ));
+                    }
+                    if onnx.timeout_ms == 0 {
                         return Err(ConfigError::invalid(
                             path,
                             format!("backends.{name}.timeout_ms must be greater than 0"),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, GatewayConfig, read_toml};
+use super::{BackendConfig, ConfigError, GatewayConfig, read_toml};
 
 /// One model folder's `model.toml`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -16,6 +16,10 @@ pub struct ModelConfig {
     pub backend: String,
     /// `model = "resnet"` — the model's name on the backend (default: the folder's name).
     pub model: Option<String>,
+    /// `model_file = "model.onnx"` — for an `onnx` backend (and only there): the model this
+    /// folder serves, relative to the folder. Part of the folder's content, so replacing the
+    /// file reloads the model.
+    pub model_file: Option<PathBuf>,
     /// `signature = "serving_default"` — the signature to call unless a request names one.
     #[serde(default = "default_signature")]
     pub signature: String,
@@ -162,6 +166,7 @@ impl ModelConfig {
             &mut config.pre,
             &mut config.post,
             &mut config.warmup,
+            &mut config.model_file,
         ]
         .into_iter()
         .flatten()
@@ -185,7 +190,7 @@ impl ModelConfig {
     }
 
     fn validate(&self, path: &Path, gateway: &GatewayConfig) -> Result<(), ConfigError> {
-        if !gateway.backends.contains_key(&self.backend) {
+        let Some(backend) = gateway.backends.get(&self.backend) else {
             let known: Vec<&str> = gateway.backends.keys().map(String::as_str).collect();
             return Err(ConfigError::invalid(
                 path,
@@ -195,7 +200,8 @@ impl ModelConfig {
                     known.join(", ")
                 ),
             ));
-        }
+        };
+        self.validate_model_file(path, backend)?;
         if self.plugin.is_some() && (self.pre.is_some() || self.post.is_some()) {
             return Err(ConfigError::invalid(
                 path,
@@ -248,6 +254,36 @@ impl ModelConfig {
                 ));
             }
         }
+        self.validate_limits(path)
+    }
+
+    /// An `onnx` backend needs `model_file`, naming a file that exists; other kinds take none.
+    fn validate_model_file(&self, path: &Path, backend: &BackendConfig) -> Result<(), ConfigError> {
+        match (backend, &self.model_file) {
+            (BackendConfig::Onnx(_), None) => Err(ConfigError::invalid(
+                path,
+                format!(
+                    "backend `{}` is an onnx backend: set `model_file = \"model.onnx\"`",
+                    self.backend
+                ),
+            )),
+            (BackendConfig::Onnx(_), Some(file)) if !file.is_file() => Err(ConfigError::invalid(
+                path,
+                format!("model file {} does not exist", file.display()),
+            )),
+            (BackendConfig::Onnx(_), Some(_)) | (_, None) => Ok(()),
+            (other, Some(_)) => Err(ConfigError::invalid(
+                path,
+                format!(
+                    "`model_file` is for onnx backends; backend `{}` is {}",
+                    self.backend,
+                    other.kind()
+                ),
+            )),
+        }
+    }
+
+    fn validate_limits(&self, path: &Path) -> Result<(), ConfigError> {
         let l = &self.limits;
         if l.timeout_ms == 0 {
             return Err(ConfigError::invalid(

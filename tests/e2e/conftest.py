@@ -2,7 +2,8 @@
 
 import pytest
 
-from support import PLUGIN_WASM, REPO, Reference, gateway_bin, start_gateway, start_tf_server
+from support import (ONNX_MODEL, PLUGIN_WASM, REPO, Reference, gateway_bin, start_gateway,
+                     start_tf_server)
 
 
 @pytest.fixture(scope="session")
@@ -23,9 +24,13 @@ def gateway(tmp_path_factory, request):
         # A wide batching window, so concurrent requests are sure to share one Predict call.
         "digits-batched": {"model": "digits",
                            "_toml": "[batching]\nmax_batch_size = 16\nbatch_timeout_us = 500000\n"},
+        # The same model, as ONNX, run inside the gateway.
+        "digits-onnx-rest": {"model": "digits", "backend": "local", "model_file": ONNX_MODEL},
     }
     if PLUGIN_WASM.is_file():
         routes["digits"] = {"model": "digits", "plugin": PLUGIN_WASM}
+        routes["digits-onnx"] = {"model": "digits", "plugin": PLUGIN_WASM, "backend": "local",
+                                 "model_file": ONNX_MODEL}
     gw = start_gateway(tmp_path_factory.mktemp("gateway"), "gateway", tf_server.endpoint, routes)
     gw.has_plugin_route = "digits" in routes
     yield gw

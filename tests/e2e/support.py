@@ -34,6 +34,8 @@ PYTHON = sys.executable
 MODEL_DIR = REPO / "models" / "digits"
 IMAGES_DIR = REPO / "examples" / "images"
 PLUGIN_WASM = REPO / "plugins" / "digits" / "plugin.wasm"
+# The same weights as models/digits/2, as ONNX, for the embedded `onnx` backend (`local`).
+ONNX_MODEL = REPO / "plugins" / "digits" / "model.onnx"
 HTTP_TIMEOUT = 30  # seconds, every HTTP call
 TF_SERVER_START_TIMEOUT = 120
 GATEWAY_START_TIMEOUT = 180  # loading compiles the wasm plugins; debug builds are slow
@@ -183,7 +185,9 @@ def start_gateway(config_dir, name, endpoint, routes, timeout_ms=10000):
     """Write gateway.toml and one folder per route, start `infergate serve`.
 
     routes: {route name: {"model": ..., "plugin": ...}} (keys written as TOML strings; a
-    "_toml" entry is appended verbatim, for tables such as [batching])."""
+    "_toml" entry is appended verbatim, for tables such as [batching]). Routes use backend
+    `tfs` (at `endpoint`) unless they name `"backend": "local"`, the in-process onnx backend
+    (which needs a "model_file")."""
     binary = gateway_bin()
     if not binary.is_file():
         pytest.fail(f"gateway binary {binary} not found: build it first (cargo build) or set "
@@ -201,13 +205,17 @@ def start_gateway(config_dir, name, endpoint, routes, timeout_ms=10000):
         "[backends.tfs]\n"
         'kind = "tfserving"\n'
         f"endpoints = [{toml_str(endpoint)}]\n"
+        f"timeout_ms = {timeout_ms}\n"
+        "[backends.local]\n"
+        'kind = "onnx"\n'
         f"timeout_ms = {timeout_ms}\n")
     for route, keys in routes.items():
         folder = plugins_dir / route
         folder.mkdir(exist_ok=True)
         keys = dict(keys)
         extra = keys.pop("_toml", "")
-        body = 'backend = "tfs"\nsignature = "serving_default"\n'
+        backend = keys.pop("backend", "tfs")
+        body = f'backend = "{backend}"\nsignature = "serving_default"\n'
         body += "".join(f"{k} = {toml_str(v)}\n" for k, v in keys.items())
         body += extra
         (folder / "model.toml").write_text(body)

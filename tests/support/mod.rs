@@ -41,11 +41,26 @@ pub fn digits_plugin() -> PathBuf {
     path
 }
 
+/// The example digits model as ONNX (`scripts/train_digits.py` writes it; committed).
+pub fn digits_onnx() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("plugins/digits/model.onnx")
+}
+
+/// A bundled example image (`examples/images/<name>`).
+pub fn example_image(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/images")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// Builds a gateway config in a temp dir: backends by URL, model folders by `model.toml` text.
 #[derive(Default)]
 pub struct GatewayBuilder {
     backends: Vec<(String, String, u64)>,
+    onnx_backends: Vec<String>,
     models: Vec<(String, String)>,
+    files: Vec<(String, String, Vec<u8>)>,
     max_body_bytes: Option<usize>,
     plugins: String,
 }
@@ -62,6 +77,18 @@ impl GatewayBuilder {
 
     pub fn backend_with_timeout(mut self, name: &str, url: &str, timeout_ms: u64) -> Self {
         self.backends.push((name.into(), url.into(), timeout_ms));
+        self
+    }
+
+    /// An `onnx` backend (in process) named `name`, with two inference threads.
+    pub fn onnx_backend(mut self, name: &str) -> Self {
+        self.onnx_backends.push(name.into());
+        self
+    }
+
+    /// A file `file` holding `bytes` in model folder `model`, written before the gateway starts.
+    pub fn file(mut self, model: &str, file: &str, bytes: impl Into<Vec<u8>>) -> Self {
+        self.files.push((model.into(), file.into(), bytes.into()));
         self
     }
 
@@ -100,11 +127,19 @@ impl GatewayBuilder {
                 "[backends.{name}]\nkind = \"tfserving\"\nendpoints = [\"{url}\"]\ntimeout_ms = {timeout}\n"
             );
         }
+        for name in &self.onnx_backends {
+            text += &format!("[backends.{name}]\nkind = \"onnx\"\nthreads = 2\n");
+        }
         std::fs::create_dir_all(dir.path().join("plugins")).expect("plugins dir");
         for (name, toml) in &self.models {
             let model_dir = dir.path().join("plugins").join(name);
             std::fs::create_dir_all(&model_dir).expect("model dir");
             std::fs::write(model_dir.join("model.toml"), toml).expect("model.toml");
+        }
+        for (model, file, bytes) in &self.files {
+            let model_dir = dir.path().join("plugins").join(model);
+            std::fs::create_dir_all(&model_dir).expect("model dir");
+            std::fs::write(model_dir.join(file), bytes).expect("model folder file");
         }
         let path = dir.path().join("gateway.toml");
         std::fs::write(&path, text).expect("gateway.toml");
