@@ -142,7 +142,7 @@ mod tests {
         let t = Tensor::from_strings(vec![1], vec!["a".into()]).unwrap();
         assert_eq!(
             to_tract(&t).unwrap_err(),
-            "dtype str is not supported by the onnx backend"
+            "dtype string is not supported by the onnx backend"
         );
     }
 }
