@@ -22,7 +22,9 @@ built=()
 # build WORKSPACE: builds every crate of that cargo workspace.
 build() {
     echo "building $1 for $TARGET (release)" >&2
-    cargo build --release --target "$TARGET" --manifest-path "$1/Cargo.toml"
+    # The workspace's own target dir even when CARGO_TARGET_DIR points elsewhere: `place`
+    # looks for the component there.
+    cargo build --release --target "$TARGET" --manifest-path "$1/Cargo.toml" --target-dir "$1/target"
 }
 
 # place WORKSPACE CRATE DEST: copies the crate's component to DEST (cargo names the file after
