@@ -17,6 +17,7 @@ use serde_json::json;
 use tracing::Instrument;
 use tracing::field::Empty;
 
+use crate::backend::code_name;
 use crate::backend::metadata::status_json;
 use crate::error::Error;
 use crate::gateway::Gateway;
@@ -114,7 +115,11 @@ async fn route(
             let route = table
                 .get(&model)
                 .ok_or_else(|| unknown_model(&table, model.clone()))?;
-            let versions = route.backend.status(&route.target(version, None)).await?;
+            let versions = route
+                .backend
+                .status(&route.target(version, None))
+                .await
+                .inspect_err(|e| route.metrics.backend_error(code_name(e.code)))?;
             let mut body = status_json(&versions);
             body["infergate"] = route_json(&route);
             body["infergate"]["last_reload_error"] = table
@@ -128,7 +133,11 @@ async fn route(
             let route = table
                 .get(&model)
                 .ok_or_else(|| unknown_model(&table, model))?;
-            let metadata = route.backend.metadata(&route.target(version, None)).await?;
+            let metadata = route
+                .backend
+                .metadata(&route.target(version, None))
+                .await
+                .inspect_err(|e| route.metrics.backend_error(code_name(e.code)))?;
             Ok(json_response(
                 StatusCode::OK,
                 Bytes::from(metadata.to_json().to_string()),

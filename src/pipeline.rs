@@ -163,7 +163,11 @@ async fn input_specs(
         return Ok(specs);
     }
     let target = route.target(version.clone(), Some(signature.clone()));
-    let metadata = route.backend.metadata(&target).await?;
+    let metadata = route.backend.metadata(&target).await.inspect_err(|e| {
+        route
+            .metrics
+            .backend_error(crate::backend::code_name(e.code))
+    })?;
     let Some(info) = metadata.signatures.get(&signature) else {
         let known: Vec<&str> = metadata.signatures.keys().map(String::as_str).collect();
         return Err(Error::BadRequest(format!(
