@@ -291,5 +291,5 @@ fn the_digits_samples_pass() {
     let (ok, text) = check(&["--model".as_ref(), dir.as_os_str()]);
     assert!(ok, "{text}");
     assert!(text.contains("PASS seven (pre, post, response)"), "{text}");
-    assert!(text.contains("samples: 4 passed, 0 failed"), "{text}");
+    assert!(text.contains("samples: 5 passed, 0 failed"), "{text}");
 }
