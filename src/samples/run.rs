@@ -44,6 +44,8 @@ impl From<Error> for Answer {
     }
 }
 
+/// Runs sample `name` against the subject's plugins — preprocess, then postprocess on the
+/// recorded outputs — comparing each stage's result with what the sample expects.
 pub async fn run(
     runtime: &Runtime,
     subject: &Subject<'_>,
@@ -75,34 +77,12 @@ pub async fn run(
         }
         return found;
     };
-    let answer = match subject.post {
-        Some(post) => {
-            match post
-                .postprocess(runtime, outputs, &context, subject.limits, tag)
-                .await
-            {
-                Ok(r) => Answer {
-                    status: r.status,
-                    headers: r
-                        .headers
-                        .iter()
-                        .map(|(k, v)| {
-                            (
-                                k.to_string(),
-                                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                            )
-                        })
-                        .collect(),
-                    body: r.body,
-                },
-                Err(CallError::Rejected(r)) => Error::Plugin(CallError::Rejected(r)).into(),
-                Err(e) => {
-                    found.failures.push(format!("postprocess: {e}"));
-                    return found;
-                }
-            }
+    let answer = match post_stage(runtime, subject, outputs, &context, format, tag).await {
+        Ok(answer) => answer,
+        Err(failure) => {
+            found.failures.push(failure);
+            return found;
         }
-        None => render(format, outputs),
     };
     found.checked.push(match subject.post {
         Some(_) => "post".into(),
@@ -184,6 +164,37 @@ async fn pre_stage(
     }
     // A pre plugin without a post plugin is answered in the columnar layout.
     Ok((prepared.context, Format::Columnar))
+}
+
+/// Runs the post plugin on the recorded outputs, or renders them as REST JSON without one.
+/// A trap, deadline or malformed result is the failure's message.
+async fn post_stage(
+    runtime: &Runtime,
+    subject: &Subject<'_>,
+    outputs: &NamedTensors,
+    context: &[u8],
+    format: Format,
+    tag: CallTag,
+) -> Result<Answer, String> {
+    let Some(post) = subject.post else {
+        return Ok(render(format, outputs));
+    };
+    match post
+        .postprocess(runtime, outputs, context, subject.limits, tag)
+        .await
+    {
+        Ok(response) => Ok(Answer {
+            status: response.status,
+            headers: response
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+                .collect(),
+            body: response.body,
+        }),
+        Err(CallError::Rejected(r)) => Ok(Error::Plugin(CallError::Rejected(r)).into()),
+        Err(e) => Err(format!("postprocess: {e}")),
+    }
 }
 
 fn plugin_request(model: &str, sample: &Sample) -> PluginRequest {
