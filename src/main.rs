@@ -34,6 +34,7 @@ enum Command {
     /// Load the config and every model folder and plugin, run each folder's samples
     /// (`samples/<case>/`) through its plugins without a backend, report problems, and exit.
     Check {
+        /// Path to gateway.toml.
         #[arg(long, short, default_value = "gateway.toml")]
         config: PathBuf,
         /// Check one model folder and its samples without a gateway.toml.
