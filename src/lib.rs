@@ -19,6 +19,7 @@
 //! - [`reload`] — watches `plugins/`, rebuilds changed folders, swaps the route table.
 //! - [`routes`] — the route table (model → plugins + backend), swapped whole.
 //! - [`plugin`] — the wasmtime runtime: load, sandbox, bound and call plugins.
+//! - [`samples`] — offline plugin checks: a model folder's sample requests and expectations.
 //! - [`backend`] — where tensors are run: `tfserving` (gRPC), `onnx` (tract, in process, on
 //!   its own thread pool), and what they report (status, signature metadata).
 //! - [`rest`] — TF Serving's REST JSON (`instances`/`inputs`, `predictions`/`outputs`).
@@ -43,6 +44,7 @@ pub mod proto;
 pub mod reload;
 pub mod rest;
 pub mod routes;
+pub mod samples;
 pub mod server;
 pub mod tensor;
 
