@@ -45,6 +45,9 @@ struct Args {
     /// A tenth of the iterations.
     #[arg(long)]
     quick: bool,
+    /// Only the cases whose name contains this (e.g. `noop`, to profile one case).
+    #[arg(long)]
+    only: Option<String>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -65,7 +68,11 @@ fn time<F: FnMut() -> anyhow::Result<()>>(
     iters: usize,
     bytes: Option<usize>,
     mut f: F,
-) -> anyhow::Result<Stats> {
+) -> anyhow::Result<Option<Stats>> {
+    let only = ONLY.get().and_then(Option::as_deref);
+    if only.is_some_and(|only| !name.contains(only)) {
+        return Ok(None);
+    }
     for _ in 0..(iters / 10).max(10) {
         f()?;
     }
@@ -78,16 +85,20 @@ fn time<F: FnMut() -> anyhow::Result<()>>(
     samples.sort();
     let at = |q: f64| samples[((q * iters as f64) as usize).min(iters - 1)];
     eprintln!("  done: {name}");
-    Ok(Stats {
+    Ok(Some(Stats {
         name: name.to_string(),
         p50: at(0.50),
         p99: at(0.99),
         bytes,
-    })
+    }))
 }
+
+/// `--only`, read by [`time`].
+static ONLY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    ONLY.get_or_init(|| args.only.clone());
     let n = |full: usize| if args.quick { full / 10 } else { full };
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let png = std::fs::read(root.join("examples/images/digit-7-0.png"))?;
@@ -98,7 +109,7 @@ fn main() -> anyhow::Result<()> {
 
     let mut rows = Vec::new();
     let noop = plugins.request("noop", b"ok".to_vec(), "text/plain");
-    rows.push(time(
+    rows.extend(time(
         "noop plugin: instantiate + call",
         n(20_000),
         None,
@@ -112,7 +123,7 @@ fn main() -> anyhow::Result<()> {
         },
     )?);
     let valid = plugins.request("digits", png.clone(), "image/png");
-    rows.push(time(
+    rows.extend(time(
         "digits pre, wasm: instantiate + call",
         n(5000),
         None,
@@ -128,7 +139,7 @@ fn main() -> anyhow::Result<()> {
     // The same module answering at once (a body that is no image): its instantiate + call
     // cost without the image work, subtracted to get the work alone.
     let invalid = plugins.request("digits", b"x".to_vec(), "image/png");
-    rows.push(time(
+    rows.extend(time(
         "digits pre, wasm: instantiate + reject",
         n(5000),
         None,
@@ -141,7 +152,7 @@ fn main() -> anyhow::Result<()> {
             other => bail!("expected a rejection, got {other:?}"),
         },
     )?);
-    rows.push(time("digits pre, native", n(5000), None, || {
+    rows.extend(time("digits pre, native", n(5000), None, || {
         let request = infergate_sdk::Request::new("digits", png.clone())
             .with_header("content-type", "image/png");
         digits_plugin::preprocess(request).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -150,7 +161,7 @@ fn main() -> anyhow::Result<()> {
 
     let batch = batch_tensor()?;
     let request_bytes = request_bytes_of(&batch);
-    rows.push(time(
+    rows.extend(time(
         "encode [64,28,28,1] f32 → PredictRequest bytes",
         n(5000),
         Some(request_bytes.len()),
@@ -161,7 +172,7 @@ fn main() -> anyhow::Result<()> {
         },
     )?);
     let response = response_bytes();
-    rows.push(time(
+    rows.extend(time(
         "decode PredictResponse [64,10] float_val → tensor",
         n(20_000),
         Some(response.len()),
@@ -185,7 +196,7 @@ fn main() -> anyhow::Result<()> {
         },
     )]
     .into();
-    rows.push(time(
+    rows.extend(time(
         "parse 1 MiB {\"instances\": …} → f32 tensor",
         n(200),
         Some(body.len()),
