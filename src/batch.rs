@@ -4,7 +4,9 @@
 //! Triton's dynamic batcher.
 //!
 //! A request joins the queue of its [`BatchKey`]. A batch leaves when it holds
-//! `max_batch_size` rows or when its oldest request has waited `batch_timeout_us`. Inputs are
+//! `max_batch_size` rows or when its oldest request has waited `batch_timeout_us` — or at
+//! once, with whatever is queued, when the model has no backend call in flight
+//! (`dispatch_when_idle`, on by default): a lone request on an idle backend pays no window. Inputs are
 //! concatenated along dim 0, optionally padded (to an allowed batch size, or inner dims to a
 //! common length), outputs are split back by each request's rows. Batching off is
 //! `max_batch_size = 1`: the same path, batches of one.
@@ -22,6 +24,7 @@ use tokio::time::Instant;
 
 use crate::backend::{Backend, BackendError, ModelTarget};
 use crate::config::BatchingConfig;
+use crate::metrics::ModelMetrics;
 use crate::tensor::{DType, NamedTensors, half};
 
 pub use shape::BatchKey;
@@ -57,22 +60,35 @@ pub enum BatchError {
     Stopped,
 }
 
+/// A request's rows of a batch's outputs, and where its time went.
+#[derive(Debug)]
+pub struct Batched {
+    pub outputs: NamedTensors,
+    /// From joining the queue to the batch being sent.
+    pub queued: Duration,
+    /// The backend call of the batch it rode in.
+    pub backend: Duration,
+    /// Rows in that batch, padding excluded.
+    pub batch_rows: usize,
+}
+
 /// A request waiting in a queue. Dropping it (dispatched or abandoned) frees its place.
 struct Entry {
     inputs: NamedTensors,
     rows: usize,
     enqueued: Instant,
     deadline: Instant,
-    reply: oneshot::Sender<Result<NamedTensors, BatchError>>,
+    reply: oneshot::Sender<Result<Batched, BatchError>>,
     place: QueuePlace,
 }
 
 /// One of the model's `max_enqueued` places; given back on drop.
-struct QueuePlace(Arc<AtomicUsize>);
+struct QueuePlace(Arc<AtomicUsize>, prometheus_client::metrics::gauge::Gauge);
 
 impl Drop for QueuePlace {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+        self.1.dec();
     }
 }
 
@@ -85,6 +101,7 @@ struct Shared {
     permits: Arc<Semaphore>,
     /// How long a request may wait for its batch's answer, queue time included.
     timeout: Duration,
+    metrics: ModelMetrics,
 }
 
 /// A model's batcher: one queue (and one task) per [`BatchKey`], created on first use.
@@ -101,6 +118,7 @@ impl Batcher {
         config: BatchingConfig,
         backend: Arc<Backend>,
         timeout: Duration,
+        metrics: ModelMetrics,
     ) -> Self {
         let permits = Arc::new(Semaphore::new(config.max_concurrent_batches));
         let shared = Arc::new(Shared {
@@ -109,6 +127,7 @@ impl Batcher {
             backend,
             permits,
             timeout,
+            metrics,
         });
         Self {
             shared,
@@ -128,6 +147,15 @@ impl Batcher {
         target: ModelTarget,
         inputs: NamedTensors,
     ) -> Result<NamedTensors, BatchError> {
+        self.submit_timed(target, inputs).await.map(|b| b.outputs)
+    }
+
+    /// [`Batcher::submit`], also saying how long the request queued and the backend took.
+    pub async fn submit_timed(
+        &self,
+        target: ModelTarget,
+        inputs: NamedTensors,
+    ) -> Result<Batched, BatchError> {
         let config = &self.shared.config;
         let (key, rows) = BatchKey::of(target, &inputs, config.pad_variable_length)?;
         if rows > config.max_batch_size {
@@ -162,7 +190,13 @@ impl Batcher {
                 (n < limit).then_some(n + 1)
             });
         match taken {
-            Ok(_) => Ok(QueuePlace(self.pending.clone())),
+            Ok(_) => {
+                self.shared.metrics.queue_depth.inc();
+                Ok(QueuePlace(
+                    self.pending.clone(),
+                    self.shared.metrics.queue_depth.clone(),
+                ))
+            }
             Err(_) => Err(BatchError::QueueFull {
                 model: self.shared.model.clone(),
                 limit,

@@ -7,13 +7,17 @@ pub mod path;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use serde_json::json;
+use tracing::Instrument;
+use tracing::field::Empty;
 
+use crate::backend::code_name;
 use crate::backend::metadata::status_json;
 use crate::error::Error;
 use crate::gateway::Gateway;
@@ -28,15 +32,39 @@ pub async fn handle(
     gateway: Arc<Gateway>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
     let request_id = request_id(&request);
-    let result = route(&gateway, request, &request_id).await;
+    // Stage timings are recorded into this span as the request moves through the pipeline;
+    // plugin log lines emitted inside it carry its id and model.
+    let span = tracing::info_span!(
+        "request",
+        id = %request_id,
+        method = %request.method(),
+        path = %request.uri().path(),
+        model = Empty,
+        pre_us = Empty,
+        queue_us = Empty,
+        backend_us = Empty,
+        batch_rows = Empty,
+        post_us = Empty,
+    );
+    let result = route(&gateway, request, &request_id)
+        .instrument(span.clone())
+        .await;
     let mut response = match result {
         Ok(response) => response,
         Err(error) => {
-            tracing::debug!(request_id = %request_id, status = error.status().as_u16(), "{error}");
+            tracing::debug!(parent: &span, status = error.status().as_u16(), "{error}");
             json_response(error.status(), error.body())
         }
     };
+    tracing::info!(
+        target: "infergate::access",
+        parent: &span,
+        status = response.status().as_u16(),
+        total_us = started.elapsed().as_micros() as u64,
+        "done"
+    );
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
     }
@@ -65,9 +93,19 @@ async fn route(
             StatusCode::OK,
             Bytes::from_static(b"{\"status\":\"ok\"}"),
         )),
+        // Not ready once draining: load balancers stop sending while in-flight work finishes.
+        Endpoint::Readyz if gateway.draining() => Ok(json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Bytes::from_static(b"{\"status\":\"draining\"}"),
+        )),
         Endpoint::Readyz => Ok(json_response(
             StatusCode::OK,
             Bytes::from_static(b"{\"status\":\"ready\"}"),
+        )),
+        Endpoint::Metrics => Ok(metrics_response(gateway)),
+        Endpoint::OpenApi => Ok(json_response(
+            StatusCode::OK,
+            Bytes::from_static(OPENAPI.as_bytes()),
         )),
         Endpoint::ListModels => Ok(json_response(
             StatusCode::OK,
@@ -77,7 +115,11 @@ async fn route(
             let route = table
                 .get(&model)
                 .ok_or_else(|| unknown_model(&table, model.clone()))?;
-            let versions = route.backend.status(&route.target(version, None)).await?;
+            let versions = route
+                .backend
+                .status(&route.target(version, None))
+                .await
+                .inspect_err(|e| route.metrics.backend_error(code_name(e.code)))?;
             let mut body = status_json(&versions);
             body["infergate"] = route_json(&route);
             body["infergate"]["last_reload_error"] = table
@@ -91,7 +133,11 @@ async fn route(
             let route = table
                 .get(&model)
                 .ok_or_else(|| unknown_model(&table, model))?;
-            let metadata = route.backend.metadata(&route.target(version, None)).await?;
+            let metadata = route
+                .backend
+                .metadata(&route.target(version, None))
+                .await
+                .inspect_err(|e| route.metrics.backend_error(code_name(e.code)))?;
             Ok(json_response(
                 StatusCode::OK,
                 Bytes::from(metadata.to_json().to_string()),
@@ -102,9 +148,29 @@ async fn route(
                 .get(&model)
                 .ok_or_else(|| unknown_model(&table, model))?;
             drop(table);
-            let call = predict_call(gateway, request, version, request_id).await?;
-            let response = pipeline::predict(gateway.runtime(), route, call).await?;
-            Ok(plugin_response(response))
+            tracing::Span::current().record("model", route.name.as_str());
+            let metrics = route.metrics.clone();
+            let _in_flight = InFlight::enter(&metrics.in_flight);
+            let started = Instant::now();
+            let version_label = version_label(&version);
+            let result = async {
+                let call = predict_call(gateway, request, version, request_id).await?;
+                pipeline::predict(gateway.runtime(), route, call).await
+            }
+            .await;
+            let status = match &result {
+                Ok(response) => response.status,
+                Err(error) => error.status(),
+            };
+            // Versions a client made up would each become a series; count them together.
+            let version_label = if status == StatusCode::NOT_FOUND {
+                "unknown".to_string()
+            } else {
+                version_label
+            };
+            metrics.request(&version_label, status.as_u16());
+            crate::metrics::observe(&metrics.request_seconds, started.elapsed());
+            Ok(plugin_response(result?))
         }
     }
 }
@@ -147,6 +213,45 @@ async fn predict_call(
         body,
         request_id: request_id.to_string(),
     })
+}
+
+/// The OpenAPI 3 description of this listener's API, served at `GET /openapi.json`.
+pub const OPENAPI: &str = include_str!("../docs/openapi.json");
+
+/// Counts a request in flight until dropped (answered, failed, or its client went away).
+struct InFlight(prometheus_client::metrics::gauge::Gauge);
+
+impl InFlight {
+    fn enter(gauge: &prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// The `version` label of a request: `latest`, the number, or `label:<name>`.
+fn version_label(version: &crate::backend::VersionChoice) -> String {
+    use crate::backend::VersionChoice;
+    match version {
+        VersionChoice::Latest => "latest".to_string(),
+        VersionChoice::Number(n) => n.to_string(),
+        VersionChoice::Label(l) => format!("label:{l}"),
+    }
+}
+
+/// `GET /metrics`: every series, in OpenMetrics text.
+pub fn metrics_response(gateway: &Gateway) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(gateway.encode_metrics())));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    response
 }
 
 /// 404 for a model that isn't served, saying why when its folder failed to load.
@@ -223,7 +328,7 @@ fn route_json(route: &crate::routes::Route) -> serde_json::Value {
     })
 }
 
-fn unix_seconds(t: std::time::SystemTime) -> f64 {
+pub(crate) fn unix_seconds(t: std::time::SystemTime) -> f64 {
     t.duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)

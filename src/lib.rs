@@ -23,6 +23,7 @@
 //! - [`rest`] — TF Serving's REST JSON (`instances`/`inputs`, `predictions`/`outputs`).
 //! - [`tensor`] — the one tensor type every format converts to.
 //! - [`error`] — every failure and its HTTP status, in one match.
+//! - [`metrics`] — the Prometheus series behind `GET /metrics`, per gateway, no globals.
 //! - [`proto`] — generated TF Serving protobuf/gRPC code.
 //! - [`fake`] — a fake TF Serving for hermetic tests and benchmarks.
 
@@ -34,6 +35,7 @@ pub mod error;
 pub mod fake;
 pub mod gateway;
 pub mod ingress;
+pub mod metrics;
 pub mod pipeline;
 pub mod plugin;
 pub mod proto;
@@ -45,15 +47,11 @@ pub mod tensor;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 
 pub use config::GatewayConfig;
 pub use gateway::{Gateway, StartError};
-
-/// How long in-flight requests may take to finish after shutdown begins.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves `gateway` on the public and admin listeners until `shutdown` resolves, then drains.
 /// Both `main` and the tests call this, the tests with listeners on port 0.
@@ -63,6 +61,8 @@ pub async fn run(
     admin: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) {
+    let drain = gateway.config().server.drain_timeout();
+    let draining = gateway.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -72,7 +72,7 @@ pub async fn run(
         public,
         move |req| ingress::handle(public_gateway.clone(), req),
         stopped(stop_rx.clone()),
-        DRAIN_TIMEOUT,
+        drain,
     );
     // The watcher task is owned here and stops with the listeners.
     let watcher = reload::watch(gateway.clone(), stopped(stop_rx.clone()));
@@ -80,10 +80,15 @@ pub async fn run(
         admin,
         move |req| admin::handle(gateway.clone(), req),
         stopped(stop_rx),
-        DRAIN_TIMEOUT,
+        drain,
     );
     let signal = async move {
         shutdown.await;
+        tracing::info!(
+            drain_ms = drain.as_millis() as u64,
+            "shutting down: draining"
+        );
+        draining.start_draining();
         let _ = stop_tx.send(true);
     };
     tokio::join!(public, admin, watcher, signal);

@@ -3,12 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 
 use crate::backend::VersionChoice;
 use crate::error::Error;
+use crate::metrics::observe;
 use crate::plugin::{CallTag, PluginRequest, PluginResponse, Runtime};
 use crate::rest::{self, Format, InputSpec};
 use crate::routes::Route;
@@ -43,9 +45,12 @@ pub async fn predict(
     let (signature, inputs, source) = match &route.pre {
         Some(pre) => {
             let request = plugin_request(&route, &call);
+            let started = Instant::now();
             let prepared = pre
                 .preprocess(runtime, &request, route.limits(), tag.clone())
-                .await?;
+                .await;
+            stage_done(&route.metrics.pre_seconds, "pre_us", started);
+            let prepared = prepared?;
             (
                 None,
                 prepared.inputs,
@@ -67,8 +72,28 @@ pub async fn predict(
         }
     };
     let target = route.target(call.version.clone(), signature);
-    let outputs = route.batcher.submit(target, inputs).await?;
-    respond(runtime, &route, outputs, source, tag).await
+    let batched = route.batcher.submit_timed(target, inputs).await?;
+    let span = tracing::Span::current();
+    span.record("queue_us", batched.queued.as_micros() as u64);
+    span.record("backend_us", batched.backend.as_micros() as u64);
+    span.record("batch_rows", batched.batch_rows);
+    let started = Instant::now();
+    let response = respond(runtime, &route, batched.outputs, source, tag).await;
+    if route.post.is_some() {
+        stage_done(&route.metrics.post_seconds, "post_us", started);
+    }
+    response
+}
+
+/// Observes a plugin stage in the model's histogram and the request's span.
+fn stage_done(
+    histogram: &prometheus_client::metrics::histogram::Histogram,
+    field: &str,
+    started: Instant,
+) {
+    let elapsed = started.elapsed();
+    observe(histogram, elapsed);
+    tracing::Span::current().record(field, elapsed.as_micros() as u64);
 }
 
 async fn respond(
@@ -138,7 +163,11 @@ async fn input_specs(
         return Ok(specs);
     }
     let target = route.target(version.clone(), Some(signature.clone()));
-    let metadata = route.backend.metadata(&target).await?;
+    let metadata = route.backend.metadata(&target).await.inspect_err(|e| {
+        route
+            .metrics
+            .backend_error(crate::backend::code_name(e.code))
+    })?;
     let Some(info) = metadata.signatures.get(&signature) else {
         let known: Vec<&str> = metadata.signatures.keys().map(String::as_str).collect();
         return Err(Error::BadRequest(format!(

@@ -83,9 +83,16 @@ pub fn rescan(gateway: &Gateway) -> ReloadReport {
             next.failures.insert(name, failure.clone());
             continue;
         }
-        let built = routes::load_route(&name, &dir, config, gateway.backends(), gateway.runtime())
-            .map(Arc::new)
-            .map_err(|e| e.to_string());
+        let built = routes::load_route(
+            &name,
+            &dir,
+            config,
+            gateway.backends(),
+            gateway.runtime(),
+            gateway.metrics(),
+        )
+        .map(Arc::new)
+        .map_err(|e| e.to_string());
         let route = match built {
             Ok(route) if routes::fingerprint(&dir, config) != route.fingerprint => {
                 report.unsettled.push(name.clone());

@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 use crate::backend::{Backend, ModelTarget, VersionChoice};
 use crate::batch::Batcher;
 use crate::config::{ConfigError, GatewayConfig, ModelConfig};
+use crate::metrics::{Metrics, ModelMetrics};
 use crate::plugin::{CallLimits, LoadError, Needs, Plugin, Runtime};
 use crate::rest::InputSpec;
 
@@ -27,6 +28,8 @@ pub struct Route {
     pub post: Option<Arc<Plugin>>,
     /// Requests reach the backend through here, batched with their peers.
     pub batcher: Batcher,
+    /// The model's series in the gateway's metrics.
+    pub metrics: ModelMetrics,
     pub loaded_at: SystemTime,
     /// Hash of what the route was built from (model.toml and plugin files); a rescan that
     /// finds the same fingerprint keeps this route as it is.
@@ -196,6 +199,7 @@ pub fn load_route(
     gateway: &GatewayConfig,
     backends: &BTreeMap<String, Arc<Backend>>,
     runtime: &Runtime,
+    metrics: &Metrics,
 ) -> Result<Route, RouteError> {
     let fingerprint = fingerprint(dir, gateway);
     let config = ModelConfig::load(dir, gateway)?;
@@ -206,14 +210,17 @@ pub fn load_route(
         )
     })?;
     let (pre, post) = load_plugins(&config, runtime)?;
+    let metrics = metrics.model(name);
     let batcher = Batcher::new(
         name,
         config.batching.clone(),
         backend.clone(),
         backend.timeout(),
+        metrics.clone(),
     );
     Ok(Route {
         batcher,
+        metrics,
         name: name.to_string(),
         dir: dir.to_path_buf(),
         backend_name: config.backend.clone(),

@@ -10,6 +10,7 @@ use std::time::Duration;
 use infergate::backend::{Backend, ModelTarget, VersionChoice};
 use infergate::batch::{BatchError, Batcher};
 use infergate::config::BatchingConfig;
+use infergate::metrics::ModelMetrics;
 use infergate::tensor::NamedTensors;
 use serde_json::json;
 use support::*;
@@ -22,9 +23,24 @@ fn config(max_batch_size: usize, timeout_us: u64) -> BatchingConfig {
     }
 }
 
+/// `config`, but always waiting out the window, as while the backend is busy: for tests of
+/// what happens to requests while they sit in a queue.
+fn windowed(max_batch_size: usize, timeout_us: u64) -> BatchingConfig {
+    BatchingConfig {
+        dispatch_when_idle: false,
+        ..config(max_batch_size, timeout_us)
+    }
+}
+
 fn batcher(fake: &FakeBackend, config: BatchingConfig) -> Arc<Batcher> {
     let backend = Arc::new(Backend::Fake(fake.clone(), Duration::from_secs(30)));
-    Arc::new(Batcher::new("m", config, backend, Duration::from_secs(30)))
+    Arc::new(Batcher::new(
+        "m",
+        config,
+        backend,
+        Duration::from_secs(30),
+        ModelMetrics::detached("m"),
+    ))
 }
 
 fn target() -> ModelTarget {
@@ -92,11 +108,12 @@ async fn size_trigger() {
     assert!(started.elapsed() < Duration::from_secs(1));
 }
 
-/// A partial batch leaves when its oldest request has waited `batch_timeout_us`, not before.
+/// A partial batch leaves when its oldest request has waited `batch_timeout_us`, not before
+/// (with `dispatch_when_idle = false`, TF Serving's rule).
 #[tokio::test(start_paused = true)]
 async fn timeout_trigger() {
     let fake = FakeBackend::new([doubler()]);
-    let b = batcher(&fake, config(8, 5_000));
+    let b = batcher(&fake, windowed(8, 5_000));
     let handles: Vec<_> = (0..3)
         .map(|i| spawn_submit(&b, rows(i as f32, 1)))
         .collect();
@@ -111,6 +128,60 @@ async fn timeout_trigger() {
     assert_eq!(
         fake.calls().iter().map(|c| c.rows).collect::<Vec<_>>(),
         vec![3]
+    );
+}
+
+/// With no backend call in flight a request doesn't wait for company: it leaves at once,
+/// together with whatever was queued beside it.
+#[tokio::test(start_paused = true)]
+async fn idle_backend_dispatches_at_once() {
+    let fake = FakeBackend::new([doubler()]);
+    let b = batcher(&fake, config(8, 10_000_000));
+    let started = tokio::time::Instant::now();
+    let handles: Vec<_> = (0..3)
+        .map(|i| spawn_submit(&b, rows(i as f32, 1)))
+        .collect();
+    for h in handles {
+        h.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        started.elapsed(),
+        Duration::ZERO,
+        "waited on an idle backend"
+    );
+    assert_eq!(
+        fake.calls().iter().map(|c| c.rows).collect::<Vec<_>>(),
+        vec![3]
+    );
+}
+
+/// While a call is in flight the window applies: requests arriving then are gathered for
+/// `batch_timeout_us` into one batch instead of trickling out one by one.
+#[tokio::test(start_paused = true)]
+async fn busy_backend_gathers_for_the_window() {
+    let fake = FakeBackend::new([doubler()]).cost(Duration::from_secs(1), Duration::ZERO);
+    let b = batcher(&fake, config(8, 5_000));
+    // Occupies one of the two backend slots for a second.
+    let first = spawn_submit(&b, rows(100.0, 1));
+    settle().await;
+    assert_eq!(fake.calls().len(), 1, "the lone first request left at once");
+    let started = tokio::time::Instant::now();
+    let later: Vec<_> = (0..3)
+        .map(|i| spawn_submit(&b, rows(i as f32, 1)))
+        .collect();
+    settle().await;
+    tokio::time::advance(Duration::from_micros(4_000)).await;
+    settle().await;
+    assert_eq!(fake.calls().len(), 1, "left before the window closed");
+    for h in later {
+        h.await.unwrap().unwrap();
+    }
+    // Sent at the window's close (5 ms), answered a second later.
+    assert!(started.elapsed() < Duration::from_millis(1_010));
+    first.await.unwrap().unwrap();
+    assert_eq!(
+        fake.calls().iter().map(|c| c.rows).collect::<Vec<_>>(),
+        vec![1, 3]
     );
 }
 
@@ -216,7 +287,7 @@ async fn variable_length_padding() {
 #[tokio::test(start_paused = true)]
 async fn cancelled_requests_leave_the_queue() {
     let fake = FakeBackend::new([doubler()]);
-    let b = batcher(&fake, config(8, 5_000));
+    let b = batcher(&fake, windowed(8, 5_000));
     let kept = spawn_submit(&b, rows(0.0, 1));
     let abandoned = spawn_submit(&b, rows(100.0, 2));
     settle().await;
@@ -238,7 +309,7 @@ async fn full_queue_refuses_at_once() {
         &fake,
         BatchingConfig {
             max_enqueued: 2,
-            ..config(8, 50_000)
+            ..windowed(8, 50_000)
         },
     );
     let queued: Vec<_> = (0..2)

@@ -1,5 +1,5 @@
-//! One batch queue's task: gather requests into a batch (size or timeout trigger), wait for a
-//! free backend slot, drop requests whose client left or whose deadline passed, and dispatch
+//! One batch queue's task: gather requests into a batch (size, timeout or idle-backend
+//! trigger), wait for a free backend slot, drop requests whose client left or whose deadline passed, and dispatch
 //! the batch on its own task so the next one can form while it runs.
 
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::Instant;
 
 use super::shape::{self, BatchKey};
-use super::{BatchError, Entry, Shared};
+use super::{BatchError, Batched, Entry, Shared};
 use crate::tensor::NamedTensors;
 
 pub(super) async fn run(
@@ -33,27 +33,32 @@ pub(super) async fn run(
             },
         };
         let closes_at = first.enqueued + window;
-        let mut rows = first.rows;
-        let mut batch = vec![first];
-        while rows < max_rows {
+        let mut batch = Gathering::new(first, max_rows);
+        // Whatever is already queued joins without waiting.
+        while batch.open() {
+            match queue.try_recv() {
+                Ok(entry) => batch.offer(entry, &mut carry),
+                Err(_) => break,
+            }
+        }
+        // With no call in flight, waiting for company only adds latency: send now, and let
+        // the next batch form while this one runs. The window applies while the backend is
+        // busy, which is exactly when batches have something to gain.
+        let idle = shared.config.dispatch_when_idle
+            && shared.permits.available_permits() == shared.config.max_concurrent_batches;
+        while batch.open() && !idle {
             tokio::select! {
                 // Take what is already queued before looking at the clock, so a zero
                 // timeout still batches requests that arrived together.
                 biased;
                 next = queue.recv() => match next {
-                    Some(entry) if rows + entry.rows <= max_rows => {
-                        rows += entry.rows;
-                        batch.push(entry);
-                    }
-                    Some(entry) => {
-                        carry = Some(entry);
-                        break;
-                    }
+                    Some(entry) => batch.offer(entry, &mut carry),
                     None => break,
                 },
                 _ = tokio::time::sleep_until(closes_at) => break,
             }
         }
+        let batch = batch.entries;
         // At most `max_concurrent_batches` calls in flight; while we wait here, later
         // requests keep queueing and form the next batch.
         let Ok(permit) = shared.permits.clone().acquire_owned().await else {
@@ -68,6 +73,41 @@ pub(super) async fn run(
                 batch,
                 permit,
             ));
+        }
+    }
+}
+
+/// A batch being gathered: entries and their rows, up to `max_rows`.
+struct Gathering {
+    entries: Vec<Entry>,
+    rows: usize,
+    max_rows: usize,
+    /// Set once an entry didn't fit: the batch is closed.
+    full: bool,
+}
+
+impl Gathering {
+    fn new(first: Entry, max_rows: usize) -> Self {
+        Self {
+            rows: first.rows,
+            entries: vec![first],
+            max_rows,
+            full: false,
+        }
+    }
+
+    fn open(&self) -> bool {
+        !self.full && self.rows < self.max_rows
+    }
+
+    /// Adds `entry`, or closes the batch and leaves the entry in `carry` to open the next one.
+    fn offer(&mut self, entry: Entry, carry: &mut Option<Entry>) {
+        if self.rows + entry.rows <= self.max_rows {
+            self.rows += entry.rows;
+            self.entries.push(entry);
+        } else {
+            *carry = Some(entry);
+            self.full = true;
         }
     }
 }
@@ -97,7 +137,7 @@ async fn dispatch(
     key: Arc<BatchKey>,
     names: Arc<Vec<String>>,
     batch: Vec<Entry>,
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
 ) {
     let deadline = batch
         .iter()
@@ -105,6 +145,8 @@ async fn dispatch(
         .min()
         .unwrap_or_else(Instant::now);
     let rows: Vec<usize> = batch.iter().map(|e| e.rows).collect();
+    let metrics = &shared.metrics;
+    let sent_at = Instant::now();
     let mut inputs: Vec<NamedTensors> = Vec::with_capacity(batch.len());
     let mut replies = Vec::with_capacity(batch.len());
     for entry in batch {
@@ -113,13 +155,18 @@ async fn dispatch(
             inputs: i,
             reply,
             place,
+            enqueued,
             ..
         } = entry;
         drop(place);
+        let queued = sent_at - enqueued;
+        crate::metrics::observe(&metrics.queue_seconds, queued);
         inputs.push(i);
-        replies.push(reply);
+        replies.push((reply, queued));
     }
     let total: usize = rows.iter().sum();
+    metrics.batch_rows.observe(total as f64);
+    let mut backend_time = std::time::Duration::ZERO;
     let sent_rows = shape::padded_rows(total, &shared.config.allowed_batch_sizes);
     let pad_inner = shared
         .config
@@ -130,28 +177,42 @@ async fn dispatch(
         Err(e) => Err(BatchError::Unbatchable(e)),
         Ok(batch_inputs) => {
             drop(inputs);
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            match shared
+            let called_at = Instant::now();
+            let remaining = deadline.saturating_duration_since(called_at);
+            let answer = shared
                 .backend
                 .predict(&key.target, &batch_inputs, Some(remaining))
-                .await
-            {
+                .await;
+            backend_time = called_at.elapsed();
+            crate::metrics::observe(&metrics.backend_seconds, backend_time);
+            match answer {
                 Ok(outputs) => {
                     shape::split(&outputs, &rows, sent_rows).map_err(BatchError::BadOutputs)
                 }
-                Err(e) => Err(BatchError::Backend(e)),
+                Err(e) => {
+                    metrics.backend_error(crate::backend::code_name(e.code));
+                    Err(BatchError::Backend(e))
+                }
             }
         }
     };
+    // The backend slot is free again before anyone hears back: a client that answers with its
+    // next request at once must find the model idle, not racing this task's exit.
+    drop(permit);
     match result {
         Ok(parts) => {
-            for (reply, part) in replies.into_iter().zip(parts) {
-                let _ = reply.send(Ok(part));
+            for ((reply, queued), outputs) in replies.into_iter().zip(parts) {
+                let _ = reply.send(Ok(Batched {
+                    outputs,
+                    queued,
+                    backend: backend_time,
+                    batch_rows: total,
+                }));
             }
         }
         Err(error) => {
             tracing::debug!(model = %shared.model, rows = total, "batch failed: {error}");
-            for reply in replies {
+            for (reply, _) in replies {
                 let _ = reply.send(Err(error.clone()));
             }
         }

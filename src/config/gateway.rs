@@ -38,6 +38,41 @@ pub struct ServerConfig {
     /// `max_body_bytes = 16777216` — larger request bodies get 413 before they are read whole.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// `drain_timeout_ms = 30000` — on SIGTERM/SIGINT, how long in-flight requests (and the
+    /// batches they wait in) may take to finish before the process exits anyway.
+    #[serde(default = "default_drain_timeout_ms")]
+    pub drain_timeout_ms: u64,
+    /// `admin_token = "…"` — bearer token the admin listener requires
+    /// (`Authorization: Bearer …`). Else `$INFERGATE_ADMIN_TOKEN`. Required when
+    /// `admin_listen` is not a loopback address: the gateway refuses to start without one.
+    #[serde(default)]
+    pub admin_token: Option<Secret>,
+}
+
+/// A string kept out of `Debug` output (and so out of logs).
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+impl ServerConfig {
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+
+    /// The admin token from config, else from `INFERGATE_ADMIN_TOKEN`; empty means none.
+    pub fn effective_admin_token(&self) -> Option<String> {
+        self.admin_token
+            .as_ref()
+            .map(|s| s.0.clone())
+            .or_else(|| std::env::var("INFERGATE_ADMIN_TOKEN").ok())
+            .filter(|t| !t.is_empty())
+    }
 }
 
 impl Default for ServerConfig {
@@ -46,6 +81,8 @@ impl Default for ServerConfig {
             listen: default_listen(),
             admin_listen: default_admin_listen(),
             max_body_bytes: default_max_body_bytes(),
+            drain_timeout_ms: default_drain_timeout_ms(),
+            admin_token: None,
         }
     }
 }
@@ -147,6 +184,10 @@ fn default_listen() -> SocketAddr {
 
 fn default_admin_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9090))
+}
+
+fn default_drain_timeout_ms() -> u64 {
+    30_000
 }
 
 fn default_max_body_bytes() -> usize {

@@ -54,6 +54,11 @@ pub struct BatchingConfig {
     /// `max_concurrent_batches = 2` — backend calls in flight for this model at once.
     #[serde(default = "default_max_concurrent_batches")]
     pub max_concurrent_batches: usize,
+    /// `dispatch_when_idle = true` — a batch leaves at once, with whatever is already queued,
+    /// when this model has no backend call in flight: waiting for company only pays while
+    /// the backend is busy. `false` always waits out `batch_timeout_us` (TF Serving's rule).
+    #[serde(default = "default_true")]
+    pub dispatch_when_idle: bool,
     /// `allowed_batch_sizes = [1, 2, 4, 8]` — send only these sizes, padding a batch up to the
     /// next one by repeating a real row (the padding is dropped from the outputs). Increasing;
     /// the last must equal `max_batch_size`. Empty: any size.
@@ -76,6 +81,7 @@ impl Default for BatchingConfig {
             batch_timeout_us: default_batch_timeout_us(),
             max_enqueued: default_max_enqueued(),
             max_concurrent_batches: default_max_concurrent_batches(),
+            dispatch_when_idle: true,
             allowed_batch_sizes: Vec::new(),
             pad_variable_length: false,
             pad_value: 0.0,
@@ -138,6 +144,10 @@ fn default_batch_timeout_us() -> u64 {
 fn default_max_enqueued() -> usize {
     1024
 }
+fn default_true() -> bool {
+    true
+}
+
 fn default_max_concurrent_batches() -> usize {
     2
 }

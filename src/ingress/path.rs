@@ -21,6 +21,8 @@ pub enum Endpoint {
     ListModels,
     Healthz,
     Readyz,
+    Metrics,
+    OpenApi,
 }
 
 /// Why a path is not part of the API.
@@ -43,6 +45,8 @@ pub fn parse(method: &http::Method, path: &str) -> Result<Endpoint, PathError> {
     match path {
         "/healthz" => return get(Endpoint::Healthz),
         "/readyz" => return get(Endpoint::Readyz),
+        "/metrics" => return get(Endpoint::Metrics),
+        "/openapi.json" => return get(Endpoint::OpenApi),
         _ => {}
     }
     const PREFIX: &str = "/v1/models";

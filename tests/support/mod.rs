@@ -48,6 +48,7 @@ pub struct GatewayBuilder {
     models: Vec<(String, String)>,
     max_body_bytes: Option<usize>,
     plugins: String,
+    server: String,
 }
 
 pub fn gateway() -> GatewayBuilder {
@@ -77,6 +78,12 @@ impl GatewayBuilder {
         self
     }
 
+    /// Extra lines for the `[server]` table (admin token, drain timeout).
+    pub fn server_config(mut self, lines: &str) -> Self {
+        self.server = lines.to_string();
+        self
+    }
+
     pub fn max_body_bytes(mut self, n: usize) -> Self {
         self.max_body_bytes = Some(n);
         self
@@ -85,11 +92,15 @@ impl GatewayBuilder {
     /// Writes the files and returns the config path (and the dir that owns them).
     pub fn write(&self) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut text =
-            String::from("[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n");
+        let mut text = String::from("[server]\nlisten = \"127.0.0.1:0\"\n");
+        if !self.server.contains("admin_listen") {
+            text += "admin_listen = \"127.0.0.1:0\"\n";
+        }
         if let Some(n) = self.max_body_bytes {
             text += &format!("max_body_bytes = {n}\n");
         }
+        text += &self.server;
+        text += "\n";
         // A cache per test keeps tests hermetic (and exercises the cache on every load).
         text += &format!(
             "[plugins]\ndir = \"plugins\"\ncache_dir = \"cache\"\n{}\n",
@@ -184,6 +195,16 @@ impl TestGateway {
             &format!("{}{path}", self.admin_url),
             Bytes::new(),
             &[],
+        )
+        .await
+    }
+
+    pub async fn admin_get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        send(
+            Method::GET,
+            &format!("{}{path}", self.admin_url),
+            Bytes::new(),
+            headers,
         )
         .await
     }
