@@ -19,6 +19,7 @@
 //! - [`reload`] — watches `plugins/`, rebuilds changed folders, swaps the route table.
 //! - [`routes`] — the route table (model → plugins + backend), swapped whole.
 //! - [`plugin`] — the wasmtime runtime: load, sandbox, bound and call plugins.
+//! - [`samples`] — offline plugin checks: a model folder's sample requests and expectations.
 //! - [`backend`] — model servers: `tfserving` (gRPC) and what they report.
 //! - [`rest`] — TF Serving's REST JSON (`instances`/`inputs`, `predictions`/`outputs`).
 //! - [`tensor`] — the one tensor type every format converts to.
@@ -42,6 +43,7 @@ pub mod proto;
 pub mod reload;
 pub mod rest;
 pub mod routes;
+pub mod samples;
 pub mod server;
 pub mod tensor;
 

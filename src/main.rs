@@ -1,5 +1,5 @@
 //! The `infergate` command: `serve` runs the gateway, `check` loads and checks a config and
-//! every plugin without serving.
+//! every plugin without serving, and runs each model folder's samples.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use infergate::{Gateway, GatewayConfig};
+use infergate::{Gateway, GatewayConfig, samples};
 
 #[derive(Parser)]
 #[command(
@@ -31,10 +31,15 @@ enum Command {
         #[arg(long)]
         log_json: bool,
     },
-    /// Load the config and every model folder and plugin, report problems, and exit.
+    /// Load the config and every model folder and plugin, run each folder's samples
+    /// (`samples/<case>/`) through its plugins without a backend, report problems, and exit.
     Check {
+        /// Path to gateway.toml.
         #[arg(long, short, default_value = "gateway.toml")]
         config: PathBuf,
+        /// Check one model folder and its samples without a gateway.toml.
+        #[arg(long, conflicts_with = "config")]
+        model: Option<PathBuf>,
     },
 }
 
@@ -45,9 +50,12 @@ fn main() -> ExitCode {
             init_tracing(log_json);
             serve(config)
         }
-        Command::Check { config } => {
+        Command::Check { config, model } => {
             init_tracing(false);
-            check(config)
+            match model {
+                Some(dir) => check_folder(dir),
+                None => check(config),
+            }
         }
     };
     match result {
@@ -82,6 +90,7 @@ fn check(path: PathBuf) -> anyhow::Result<()> {
     let gateway = Gateway::load(config)?;
     let table = gateway.routes().snapshot();
     println!("{}: ok, {} model(s)", path.display(), table.routes.len());
+    let mut reports = Vec::new();
     for route in table.routes.values() {
         let plugins: Vec<String> = [("pre", &route.pre), ("post", &route.post)]
             .iter()
@@ -97,7 +106,52 @@ fn check(path: PathBuf) -> anyhow::Result<()> {
             route.backend_model(),
             plugins.join(" ")
         );
+        let subject = samples::Subject::of_route(route);
+        let found = runtime.block_on(samples::check_model(
+            gateway.runtime(),
+            &subject,
+            &route.dir,
+        ));
+        print_samples(&found);
+        reports.extend(found);
     }
+    samples_verdict(&reports)
+}
+
+/// `check --model DIR`: one model folder's plugins and samples, no gateway.toml.
+fn check_folder(dir: PathBuf) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Samples run one at a time: a few instance slots are plenty.
+    let plugins = infergate::plugin::Runtime::sized(4)?
+        .with_cache_dir(infergate::config::PluginsConfig::default().effective_cache_dir());
+    let folder = samples::Folder::load(&plugins, &dir)?;
+    println!("{}: ok, model `{}`", dir.display(), folder.name);
+    let reports = runtime.block_on(samples::check_model(&plugins, &folder.subject(), &dir));
+    print_samples(&reports);
+    samples_verdict(&reports)
+}
+
+fn print_samples(reports: &[samples::SampleReport]) {
+    for report in reports {
+        for line in report.to_string().lines() {
+            println!("    {line}");
+        }
+    }
+}
+
+/// A summary line when there were samples; an error (exit 1) when any failed.
+fn samples_verdict(reports: &[samples::SampleReport]) -> anyhow::Result<()> {
+    if reports.is_empty() {
+        return Ok(());
+    }
+    let failed = reports.iter().filter(|r| !r.passed()).count();
+    println!(
+        "samples: {} passed, {failed} failed",
+        reports.len() - failed
+    );
+    anyhow::ensure!(failed == 0, "{failed} sample(s) failed");
     Ok(())
 }
 

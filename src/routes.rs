@@ -235,7 +235,7 @@ pub fn load_route(
 }
 
 /// Compiles the model's plugin files; one file named by `plugin` serves both roles.
-fn load_plugins(
+pub fn load_plugins(
     config: &ModelConfig,
     runtime: &Runtime,
 ) -> Result<(Option<Arc<Plugin>>, Option<Arc<Plugin>>), LoadError> {

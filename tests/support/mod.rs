@@ -3,7 +3,9 @@
 
 #![allow(dead_code, unused_imports)]
 
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -329,4 +331,53 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     panic!("timed out waiting for: {what}");
+}
+
+/// A running gateway process and the addresses it printed.
+pub struct Served {
+    pub child: Child,
+    pub url: String,
+    pub admin_url: String,
+}
+
+/// Starts `infergate serve --config CONFIG ARGS…` (log level info, access lines on, stderr to
+/// `stderr`) and
+/// waits for it to print both addresses.
+pub fn serve_process(config: &std::path::Path, args: &[&str], stderr: Stdio) -> Served {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_infergate"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .args(args)
+        .env("RUST_LOG", "info,infergate::access=debug")
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut url = None;
+    let mut admin_url = None;
+    while url.is_none() || admin_url.is_none() {
+        let line = lines
+            .next()
+            .expect("gateway exited before listening")
+            .unwrap();
+        if let Some(u) = line.strip_prefix("infergate listening on ") {
+            url = Some(u.to_string());
+        } else if let Some(u) = line.strip_prefix("infergate admin on ") {
+            admin_url = Some(u.to_string());
+        }
+    }
+    Served {
+        child,
+        url: url.unwrap(),
+        admin_url: admin_url.unwrap(),
+    }
+}
+
+pub fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
 }

@@ -1,61 +1,15 @@
-//! Graceful shutdown of a real `infergate serve` process: on SIGTERM it stops accepting,
-//! answers every request it had accepted (including those still waiting in a batch queue),
-//! and exits 0.
+//! A real `infergate serve` process: graceful shutdown (on SIGTERM it stops accepting,
+//! answers every request it had accepted, including those still waiting in a batch queue, and
+//! exits 0) and what it logs (JSON lines carrying the request id, model and stage timings).
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Method;
 use serde_json::json;
 use support::*;
-
-/// A running gateway process and the addresses it printed.
-struct Served {
-    child: Child,
-    url: String,
-    admin_url: String,
-}
-
-fn serve(config: &std::path::Path) -> Served {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_infergate"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut url = None;
-    let mut admin_url = None;
-    while url.is_none() || admin_url.is_none() {
-        let line = lines
-            .next()
-            .expect("gateway exited before listening")
-            .unwrap();
-        if let Some(u) = line.strip_prefix("infergate listening on ") {
-            url = Some(u.to_string());
-        } else if let Some(u) = line.strip_prefix("infergate admin on ") {
-            admin_url = Some(u.to_string());
-        }
-    }
-    Served {
-        child,
-        url: url.unwrap(),
-        admin_url: admin_url.unwrap(),
-    }
-}
-
-fn sigterm(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
 
 /// Twelve requests are accepted and sit in the batch queue (a 300 ms window, an idle-send
 /// turned off) when SIGTERM arrives. Each still gets its own answer, new connections are
@@ -73,7 +27,7 @@ async fn sigterm_drains_every_accepted_request() {
              dispatch_when_idle = false\n",
         )
         .write();
-    let mut served = serve(&config);
+    let mut served = serve_process(&config, &[], std::process::Stdio::null());
 
     let clients: Vec<_> = (0..12)
         .map(|i| {
@@ -128,4 +82,65 @@ async fn sigterm_drains_every_accepted_request() {
         .unwrap()
         .unwrap();
     assert!(status.success(), "exit status {status:?}");
+}
+
+/// With `--log-json` every line is a JSON object; a request's plugin log lines carry its model
+/// and request id, and its access line carries the id, model and stage timings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_request_id_model_and_stages() {
+    let fake = FakeBackend::new([identity()]);
+    let backend = fake.clone().start().await.unwrap();
+    let plugin = format!(
+        "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"{}\"\n",
+        fixture("misbehave").display()
+    );
+    let (dir, config) = gateway()
+        .backend("tfs", &backend.url())
+        .model("mb", &plugin)
+        .write();
+    let log_path = dir.path().join("stderr.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut served = serve_process(&config, &["--log-json"], log.into());
+    let reply = send(
+        Method::POST,
+        &format!("{}/v1/models/mb:predict", served.url),
+        Bytes::from_static(b"log"),
+        &[("x-request-id", "trace-me-42")],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.headers["x-request-id"], "trace-me-42");
+    sigterm(&served.child);
+    let status = tokio::task::spawn_blocking(move || served.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let plugin_line = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "plugin: misbehave: log at info")
+        .unwrap_or_else(|| panic!("no plugin log line in:\n{text}"));
+    assert_eq!(plugin_line["fields"]["model"], "mb", "{plugin_line}");
+    assert_eq!(
+        plugin_line["fields"]["request_id"], "trace-me-42",
+        "{plugin_line}"
+    );
+    let access = lines
+        .iter()
+        .find(|l| l["target"] == "infergate::access")
+        .unwrap_or_else(|| panic!("no access line in:\n{text}"));
+    assert_eq!(access["fields"]["status"], 200, "{access}");
+    let span = &access["span"];
+    assert_eq!(span["id"], "trace-me-42", "{access}");
+    assert_eq!(span["model"], "mb", "{access}");
+    for stage in ["pre_us", "queue_us", "backend_us", "post_us"] {
+        assert!(span[stage].is_u64(), "{stage} missing: {access}");
+    }
+    assert_eq!(span["batch_rows"], 1, "{access}");
 }
