@@ -23,7 +23,7 @@ pub mod pre {
             let mut store = store.as_context_mut();
             let instance = self.instance_pre.instantiate_async(&mut store).await?;
             let preprocess = instance
-                .get_func(&mut store, &self.indices.preprocess)
+                .get_func(&mut store, self.indices.preprocess)
                 .ok_or_else(|| wasmtime::format_err!("no export `preprocess`"))?;
             Ok(Preprocessor { preprocess })
         }
@@ -50,7 +50,7 @@ pub mod post {
             let mut store = store.as_context_mut();
             let instance = self.instance_pre.instantiate_async(&mut store).await?;
             let postprocess = instance
-                .get_func(&mut store, &self.indices.postprocess)
+                .get_func(&mut store, self.indices.postprocess)
                 .ok_or_else(|| wasmtime::format_err!("no export `postprocess`"))?;
             Ok(Postprocessor { postprocess })
         }
