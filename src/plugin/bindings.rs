@@ -1,6 +1,11 @@
 //! Host bindings generated from the plugin contract (`plugin-sdk/wit/plugin.wit`), one module
 //! per world. Both share the `types` and `host` interfaces of the `pre` module, so a tensor
 //! or error type is the same Rust type whichever world it came through.
+//!
+//! Each world also gets `instantiate_prechecked`: the generated `instantiate_async` without
+//! its per-instance type-check of the export (a tenth of a small plugin's call). The check is
+//! not lost: the generated `*Pre::new` type-checks the export against the component once, when
+//! the plugin loads, and every instance of that component has the same types.
 
 pub mod pre {
     wasmtime::component::bindgen!({
@@ -8,6 +13,21 @@ pub mod pre {
         path: "plugin-sdk/wit",
         exports: { default: async },
     });
+
+    impl<T: Send + 'static> PreprocessorPre<T> {
+        /// A fresh instance in `store`, its export already type-checked by [`Self::new`].
+        pub async fn instantiate_prechecked(
+            &self,
+            mut store: impl wasmtime::AsContextMut<Data = T>,
+        ) -> wasmtime::Result<Preprocessor> {
+            let mut store = store.as_context_mut();
+            let instance = self.instance_pre.instantiate_async(&mut store).await?;
+            let preprocess = instance
+                .get_func(&mut store, self.indices.preprocess)
+                .ok_or_else(|| wasmtime::format_err!("no export `preprocess`"))?;
+            Ok(Preprocessor { preprocess })
+        }
+    }
 }
 
 pub mod post {
@@ -20,6 +40,21 @@ pub mod post {
             "infergate:plugin/host": super::pre::infergate::plugin::host,
         },
     });
+
+    impl<T: Send + 'static> PostprocessorPre<T> {
+        /// A fresh instance in `store`, its export already type-checked by [`Self::new`].
+        pub async fn instantiate_prechecked(
+            &self,
+            mut store: impl wasmtime::AsContextMut<Data = T>,
+        ) -> wasmtime::Result<Postprocessor> {
+            let mut store = store.as_context_mut();
+            let instance = self.instance_pre.instantiate_async(&mut store).await?;
+            let postprocess = instance
+                .get_func(&mut store, self.indices.postprocess)
+                .ok_or_else(|| wasmtime::format_err!("no export `postprocess`"))?;
+            Ok(Postprocessor { postprocess })
+        }
+    }
 }
 
 pub use pre::infergate::plugin::host;

@@ -99,7 +99,7 @@ impl Plugin {
         let wit_request = convert::request_to_wit(request);
         let mut store = new_store(runtime, limits, tag);
         let outcome = tokio::time::timeout(limits.timeout + OUTER_GRACE, async {
-            let instance = pre.instantiate_async(&mut store).await?;
+            let instance = pre.instantiate_prechecked(&mut store).await?;
             instance.call_preprocess(&mut store, &wit_request).await
         })
         .await;
@@ -131,7 +131,7 @@ impl Plugin {
         let wit_outputs = convert::tensors_to_wit(outputs);
         let mut store = new_store(runtime, limits, tag);
         let outcome = tokio::time::timeout(limits.timeout + OUTER_GRACE, async {
-            let instance = post.instantiate_async(&mut store).await?;
+            let instance = post.instantiate_prechecked(&mut store).await?;
             instance
                 .call_postprocess(&mut store, &wit_outputs, context)
                 .await

@@ -106,7 +106,7 @@ impl host::Host for HostState {
                 end -= 1;
             }
             message.truncate(end);
-            message.push_str("…");
+            message.push('…');
         }
         let (model, request_id) = (&self.tag.model, &self.tag.request_id);
         match level {

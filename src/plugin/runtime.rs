@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::bindings::host;
 use super::host::HostState;
@@ -139,7 +139,11 @@ fn engine_config(allocator: Allocator, max_instances: u32) -> Config {
             .table_elements(100_000)
             // Keeping the first pages of a reused slot resident trades a memset for page faults.
             .linear_memory_keep_resident(2 << 20)
-            .table_keep_resident(512 << 10);
+            .table_keep_resident(512 << 10)
+            // Without it that memset covers the whole 2 MiB on every call, dirty or not (over
+            // half of a small plugin's call); with it (Linux 6.7+, ignored elsewhere) only the
+            // pages the call actually wrote are reset.
+            .pagemap_scan(Enabled::Auto);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     config

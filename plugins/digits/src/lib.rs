@@ -27,7 +27,8 @@ const SIZE: u32 = 28;
 /// Labels returned when the request has no `k`.
 const DEFAULT_K: usize = 3;
 
-fn preprocess(req: Request) -> Result<Prepared, PluginError> {
+/// The `preprocess` export; public so `bench/micro.rs` can time it compiled natively.
+pub fn preprocess(req: Request) -> Result<Prepared, PluginError> {
     let k = requested_k(&req)?;
     let img = image::decode_gray(&req.body).map_err(|e| {
         PluginError::bad_request(format!(
@@ -44,7 +45,8 @@ fn preprocess(req: Request) -> Result<Prepared, PluginError> {
     Ok(Prepared::new().input("image", input).context(context))
 }
 
-fn postprocess(outputs: Outputs, context: Vec<u8>) -> Result<Response, PluginError> {
+/// The `postprocess` export.
+pub fn postprocess(outputs: Outputs, context: Vec<u8>) -> Result<Response, PluginError> {
     let (model, k) = read_context(&context)?;
     let probs = outputs.get("probabilities")?;
     let classes = LABELS.len() as i64;
