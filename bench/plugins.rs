@@ -376,6 +376,7 @@ fn tag(case: Case) -> CallTag {
             Case::DigitsPre | Case::DigitsPost => "digits".into(),
         },
         request_id: String::new(),
+        metrics: None,
     }
 }
 

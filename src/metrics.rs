@@ -210,7 +210,7 @@ impl Metrics {
 }
 
 /// One model's series. Cloning shares them.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct ModelMetrics {
     model: String,
     requests: Family<RequestLabels, Counter>,

@@ -41,6 +41,7 @@ pub async fn predict(
     let tag = CallTag {
         model: route.name.clone(),
         request_id: call.request_id.clone(),
+        metrics: Some(route.metrics.clone()),
     };
     let (signature, inputs, source) = match &route.pre {
         Some(pre) => {

@@ -144,6 +144,7 @@ impl PrePost {
         let tag = || CallTag {
             model: "digits".into(),
             request_id: String::new(),
+            metrics: None,
         };
         let row = [
             0.01f32, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.91, 0.01, 0.01,

@@ -97,9 +97,17 @@ impl Plugin {
             .as_ref()
             .ok_or_else(|| self.not_exported("preprocess"))?;
         let wit_request = convert::request_to_wit(request);
+        let instantiated = tag
+            .metrics
+            .as_ref()
+            .map(|m| m.pre_instantiate_seconds.clone());
         let mut store = new_store(runtime, limits, tag);
         let outcome = tokio::time::timeout(limits.timeout + OUTER_GRACE, async {
+            let started = Instant::now();
             let instance = pre.instantiate_prechecked(&mut store).await?;
+            if let Some(histogram) = &instantiated {
+                crate::metrics::observe(histogram, started.elapsed());
+            }
             instance.call_preprocess(&mut store, &wit_request).await
         })
         .await;
@@ -129,9 +137,17 @@ impl Plugin {
             .as_ref()
             .ok_or_else(|| self.not_exported("postprocess"))?;
         let wit_outputs = convert::tensors_to_wit(outputs);
+        let instantiated = tag
+            .metrics
+            .as_ref()
+            .map(|m| m.post_instantiate_seconds.clone());
         let mut store = new_store(runtime, limits, tag);
         let outcome = tokio::time::timeout(limits.timeout + OUTER_GRACE, async {
+            let started = Instant::now();
             let instance = post.instantiate_prechecked(&mut store).await?;
+            if let Some(histogram) = &instantiated {
+                crate::metrics::observe(histogram, started.elapsed());
+            }
             instance
                 .call_postprocess(&mut store, &wit_outputs, context)
                 .await

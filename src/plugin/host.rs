@@ -15,11 +15,13 @@ const CAPTURE_BYTES: usize = 64 << 10;
 /// Longest plugin log message kept; a plugin must not be able to flood the log pipeline.
 const MAX_LOG_LINE: usize = 4096;
 
-/// Who a call is for, so plugin log lines can say so.
+/// Who a call is for, so plugin log lines can say so (and where its timings go).
 #[derive(Clone, Debug, Default)]
 pub struct CallTag {
     pub model: String,
     pub request_id: String,
+    /// The model's series, for the instantiation time; `None` outside a gateway.
+    pub metrics: Option<crate::metrics::ModelMetrics>,
 }
 
 pub struct HostState {

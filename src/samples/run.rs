@@ -56,6 +56,7 @@ pub async fn run(
     let tag = CallTag {
         model: subject.model.to_string(),
         request_id: format!("sample-{name}"),
+        metrics: None,
     };
     // Stage 1: the request → tensors (or the client's error).
     let (context, format) = match pre_stage(runtime, subject, sample, tag.clone(), &mut found).await
