@@ -14,7 +14,7 @@
 //! warm-up. Columns: throughput, p50/p99 (HDR histograms), CPU time per request of the
 //! server's processes (all of them for Tornado), of the fake backend and of this load
 //! generator, and the server's peak RSS (VmHWM, reset before each row, summed over its
-//! processes). The targets of issue 7 are computed from the same run.
+//! processes). The targets in BENCHMARKS.md are computed from the same run.
 //!
 //! ```sh
 //! bench/run                 # builds everything, runs this and bench/micro.rs

@@ -92,8 +92,17 @@ pub async fn run_all(args: Args) -> anyhow::Result<()> {
             );
         }
     }
-    // TODO(issue 5): a sanity row on the embedded ONNX backend (`kind = "onnx"`) belongs here
-    // once it lands: setup 1's plugins with `[backends.*] kind = "onnx"` on models/digits.
+    // Sanity row: setup 1's plugins on the embedded ONNX backend, the real model run in
+    // process (no fake), so it says what the zero-setup default delivers on this machine.
+    if args.runs(1) {
+        let dir = onnx_config()?;
+        let server = start_gateway(&gateway_bin, &dir)?;
+        let target = http_target(&server.1, png.clone(), "image/png")?;
+        check(&target, "predictions").await?;
+        for &c in &plan.concurrencies {
+            rows.push(measure("infergate onnx", Some(&server.0), &fake, &target, c, &plan).await);
+        }
+    }
     if args.real_tf {
         match real_tf_rows(&args, &gateway_bin, &png, &plan).await {
             Ok(mut tf_rows) => rows.append(&mut tf_rows),
@@ -248,6 +257,26 @@ fn gateway_config(backend: &str, plugins: bool) -> anyhow::Result<tempfile::Temp
          max_concurrent_batches = 2\n",
     );
     std::fs::write(folder.join("model.toml"), model)?;
+    Ok(dir)
+}
+
+/// Setup 1 on the embedded backend: the digits plugin and `plugins/digits/model.onnx`.
+fn onnx_config() -> anyhow::Result<tempfile::TempDir> {
+    let dir = tempfile::tempdir()?;
+    let gateway = "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
+                   [plugins]\ndir = \"plugins\"\nwatch = \"off\"\n\
+                   [backends.embedded]\nkind = \"onnx\"\n";
+    std::fs::write(dir.path().join("gateway.toml"), gateway)?;
+    let folder = dir.path().join("plugins/digits");
+    std::fs::create_dir_all(&folder)?;
+    for file in ["plugin.wasm", "model.onnx"] {
+        std::fs::copy(root().join("plugins/digits").join(file), folder.join(file))?;
+    }
+    std::fs::write(
+        folder.join("model.toml"),
+        "backend = \"embedded\"\nmodel_file = \"model.onnx\"\nplugin = \"plugin.wasm\"\n\
+         [batching]\nmax_batch_size = 64\nbatch_timeout_us = 1000\nmax_enqueued = 4096\n",
+    )?;
     Ok(dir)
 }
 
