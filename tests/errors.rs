@@ -341,7 +341,9 @@ async fn backend_internal_is_502() {
 async fn plugin_output_limits() {
     let (_b, gw) = plugin_gateway(
         "misbehave",
-        "[limits]\nmemory_mb = 1024\nmax_output_mb = 16\n",
+        // A generous deadline: writing 256 MiB can take over the default second on a loaded
+        // machine, and this test is about the output bound, not the deadline.
+        "[limits]\nmemory_mb = 1024\nmax_output_mb = 16\ntimeout_ms = 20000\n",
     )
     .await;
     for body in ["huge-tensor", "post-huge-body"] {
