@@ -30,7 +30,7 @@ use std::sync::Arc;
 pub use files::{Sample, SampleFileError, Tolerance};
 pub use run::Subject;
 
-use crate::config::{BackendConfig, GatewayConfig, ModelConfig, TfServingConfig};
+use crate::config::{BackendConfig, GatewayConfig, ModelConfig, OnnxConfig, TfServingConfig};
 use crate::plugin::{CallLimits, Plugin, Runtime};
 use crate::routes::{self, Route, RouteError};
 
@@ -154,11 +154,19 @@ impl Folder {
             .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "model".into());
         let mut gateway = GatewayConfig::default();
-        if let Some(backend) = backend_named(dir) {
-            let placeholder = BackendConfig::Tfserving(TfServingConfig {
-                endpoints: vec!["http://127.0.0.1:1".into()],
-                timeout_ms: 1,
-            });
+        if let Some((backend, embedded)) = backend_named(dir) {
+            // The placeholder's kind must fit the folder: `model_file` is for onnx backends.
+            let placeholder = if embedded {
+                BackendConfig::Onnx(OnnxConfig {
+                    threads: Some(1),
+                    timeout_ms: 1,
+                })
+            } else {
+                BackendConfig::Tfserving(TfServingConfig {
+                    endpoints: vec!["http://127.0.0.1:1".into()],
+                    timeout_ms: 1,
+                })
+            };
             gateway.backends.insert(backend, placeholder);
         }
         let config = ModelConfig::load(dir, &gateway)?;
@@ -187,8 +195,10 @@ impl Folder {
 }
 
 /// The `backend = "…"` of `dir/model.toml`, if it reads; loading reports any problem.
-fn backend_named(dir: &Path) -> Option<String> {
+/// The backend `dir/model.toml` names, and whether it names a `model_file` (an onnx model).
+fn backend_named(dir: &Path) -> Option<(String, bool)> {
     let text = std::fs::read_to_string(dir.join("model.toml")).ok()?;
     let table: toml::Table = toml::from_str(&text).ok()?;
-    table.get("backend")?.as_str().map(str::to_string)
+    let backend = table.get("backend")?.as_str()?.to_string();
+    Some((backend, table.contains_key("model_file")))
 }
