@@ -24,7 +24,8 @@ build() {
     echo "building $1 for $TARGET (release)" >&2
     # The workspace's own target dir even when CARGO_TARGET_DIR points elsewhere: `place`
     # looks for the component there.
-    cargo build --release --target "$TARGET" --manifest-path "$1/Cargo.toml" --target-dir "$1/target"
+    # Run from inside the workspace so its own .cargo/config.toml (target features) applies.
+    (cd "$1" && cargo build --release --target "$TARGET" --target-dir target)
 }
 
 # place WORKSPACE CRATE DEST: copies the crate's component to DEST (cargo names the file after
