@@ -123,6 +123,11 @@ fn engine_config(allocator: Allocator, max_instances: u32) -> Config {
         .wasm_component_model(true)
         .epoch_interruption(true)
         .cranelift_opt_level(wasmtime::OptLevel::Speed);
+    // `perf` can name the frames of plugin code (`/tmp/perf-<pid>.map`): how a slow plugin
+    // gets profiled. Off by default, since the map grows with every (re)load.
+    if std::env::var_os("INFERGATE_PERFMAP").is_some_and(|v| v == "1") {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     if allocator == Allocator::Pooling {
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(max_instances)
