@@ -67,10 +67,15 @@ struct Stats {
     cpu_p50: Duration,
     /// Each round's CPU p50 (see [`run`]), in round order.
     rounds: Vec<Duration>,
-    /// The lowest of them: the case's cost in the quietest stretch of the run.
-    cpu_best: Duration,
     /// Bytes one iteration handles, for a throughput column.
     bytes: Option<usize>,
+}
+
+impl Stats {
+    /// The lowest round CPU p50: the case's cost in the quietest stretch of the run.
+    fn cpu_best(&self) -> Duration {
+        self.rounds.iter().copied().min().unwrap_or_default()
+    }
 }
 
 /// One case: `iters` runs of `f` in all, spread over the rounds.
@@ -148,7 +153,6 @@ fn run(cases: Vec<Case<'_>>) -> anyhow::Result<Vec<Stats>> {
                 p50: at(0.50),
                 p99: at(0.99),
                 cpu_p50: cpu[cpu.len() / 2],
-                cpu_best: rounds[i].iter().copied().min().unwrap_or_default(),
                 rounds: std::mem::take(&mut rounds[i]),
                 bytes: case.bytes,
             }
@@ -410,7 +414,7 @@ fn print(rows: &[Stats], allocator: infergate::plugin::Allocator) {
             us(r.p50),
             us(r.p99),
             us(r.cpu_p50),
-            us(r.cpu_best)
+            us(r.cpu_best())
         );
     }
     println!();
@@ -419,10 +423,10 @@ fn print(rows: &[Stats], allocator: infergate::plugin::Allocator) {
         println!(
             "target: noop plugin instantiate + call CPU p50 {:.1} µs best round, {:.1} µs all \
              rounds (<= {} µs): {}",
-            us(noop.cpu_best),
+            us(noop.cpu_best()),
             us(noop.cpu_p50),
             TARGET_NOOP.as_micros(),
-            verdict(noop.cpu_best <= TARGET_NOOP)
+            verdict(noop.cpu_best() <= TARGET_NOOP)
         );
     }
     if let (Some(wasm), Some(reject), Some(native)) = (
@@ -441,16 +445,16 @@ fn print(rows: &[Stats], allocator: infergate::plugin::Allocator) {
         let work_ratio =
             median_ratio(|wasm, reject, r| wasm.rounds[r].saturating_sub(reject.rounds[r]));
         let call_ratio = median_ratio(|wasm, _, r| wasm.rounds[r]);
-        let work = wasm.cpu_best.saturating_sub(reject.cpu_best);
+        let work = wasm.cpu_best().saturating_sub(reject.cpu_best());
         println!(
             "target: digits preprocessing in wasm {:.1} µs (call {:.1} − instantiate-and-reject \
              {:.1}, best rounds) vs native {:.1} µs; median over rounds of the same round's \
              ratio {work_ratio:.2}x (<= {TARGET_WASM_RATIO}x): {}; whole call / native = \
              {call_ratio:.2}x",
             us(work),
-            us(wasm.cpu_best),
-            us(reject.cpu_best),
-            us(native.cpu_best),
+            us(wasm.cpu_best()),
+            us(reject.cpu_best()),
+            us(native.cpu_best()),
             verdict(work_ratio <= TARGET_WASM_RATIO)
         );
     }
