@@ -160,6 +160,9 @@ pub struct FakeBackend {
     typed_outputs: bool,
     call_cost: Duration,
     row_cost: Duration,
+    /// Charge the cost on a blocking thread's `sleep` instead of tokio's timer (see
+    /// [`FakeBackend::precise_cost`]).
+    precise: bool,
 }
 
 impl FakeBackend {
@@ -183,6 +186,16 @@ impl FakeBackend {
     pub fn cost(mut self, per_call: Duration, per_row: Duration) -> Self {
         self.call_cost = per_call;
         self.row_cost = per_row;
+        self
+    }
+
+    /// Charge the cost with the OS's sleep on a blocking thread (tens of µs late) instead of
+    /// tokio's timer, which rounds every sleep up to its next millisecond tick: with it a
+    /// 1 ms cost takes 1–2 ms depending on when the call arrives, so a client's latency moves
+    /// by whole ticks with its own overhead. For benchmarks on the real clock; tests on a
+    /// paused clock keep the default.
+    pub fn precise_cost(mut self) -> Self {
+        self.precise = true;
         self
     }
 
@@ -255,7 +268,12 @@ impl FakeBackend {
             });
         let cost = self.call_cost + self.row_cost * rows as u32;
         if !cost.is_zero() {
-            tokio::time::sleep(cost).await;
+            if self.precise {
+                let slept = tokio::task::spawn_blocking(move || std::thread::sleep(cost)).await;
+                slept.map_err(|e| Status::internal(format!("cost thread: {e}")))?;
+            } else {
+                tokio::time::sleep(cost).await;
+            }
         }
         let outputs = (model.compute)(&inputs)?;
         Ok((model.name.clone(), version, signature, outputs))

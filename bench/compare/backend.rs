@@ -48,7 +48,9 @@ pub fn serve(call_cost: Duration, row_cost: Duration) -> anyhow::Result<()> {
         // Deep enough for every client of every setup to connect at once.
         let listener = socket.listen(1024)?;
         let addr = listener.local_addr()?;
-        let fake = FakeBackend::new([digits()]).cost(call_cost, row_cost);
+        let fake = FakeBackend::new([digits()])
+            .cost(call_cost, row_cost)
+            .precise_cost();
         let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
         std::thread::spawn(move || {
             let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
