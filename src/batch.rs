@@ -96,7 +96,7 @@ impl Drop for QueuePlace {
 struct Shared {
     model: String,
     config: BatchingConfig,
-    backend: Arc<Backend>,
+    backend: Arc<dyn Backend>,
     /// In-flight backend calls for this model (`max_concurrent_batches`).
     permits: Arc<Semaphore>,
     /// How long a request may wait for its batch's answer, queue time included.
@@ -116,7 +116,7 @@ impl Batcher {
     pub fn new(
         model: &str,
         config: BatchingConfig,
-        backend: Arc<Backend>,
+        backend: Arc<dyn Backend>,
         timeout: Duration,
         metrics: ModelMetrics,
     ) -> Self {

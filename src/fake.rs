@@ -14,7 +14,9 @@ use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
 use crate::backend::tfserving::{MAX_MESSAGE_BYTES, convert};
-use crate::backend::{BackendError, ModelTarget, VersionChoice};
+use crate::backend::{
+    Backend, BackendError, BackendFuture, ModelMetadata, ModelTarget, VersionChoice, VersionStatus,
+};
 use crate::proto::tensorflow::serving::{
     GetModelMetadataRequest, GetModelMetadataResponse, GetModelStatusRequest,
     GetModelStatusResponse, ModelSpec, ModelVersionStatus, PredictRequest, PredictResponse,
@@ -279,8 +281,16 @@ impl FakeBackend {
         Ok((model.name.clone(), version, signature, outputs))
     }
 
-    /// `Predict` without gRPC, for the in-process [`Backend::Fake`](crate::backend::Backend)
-    /// (tests on a paused clock, benchmarks of the gateway alone).
+    /// This fake called in process, without gRPC, through the [`Backend`] seam: for tests on a
+    /// paused clock and benchmarks of the gateway alone. Calls end after `timeout`.
+    pub fn in_process(&self, timeout: Duration) -> InProcess {
+        InProcess {
+            fake: self.clone(),
+            timeout,
+        }
+    }
+
+    /// `Predict` without gRPC (see [`FakeBackend::in_process`]).
     pub async fn predict_local(
         &self,
         target: &ModelTarget,
@@ -314,6 +324,50 @@ impl FakeBackend {
             ))
         })?;
         Ok((model, spec))
+    }
+}
+
+/// The fake as a [`Backend`] called in process (see [`FakeBackend::in_process`]).
+pub struct InProcess {
+    fake: FakeBackend,
+    timeout: Duration,
+}
+
+impl Backend for InProcess {
+    fn predict<'a>(
+        &'a self,
+        target: &'a ModelTarget,
+        inputs: &'a NamedTensors,
+        deadline: Option<Duration>,
+    ) -> BackendFuture<'a, NamedTensors> {
+        let timeout = deadline.map_or(self.timeout, |d| d.min(self.timeout));
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, self.fake.predict_local(target, inputs)).await {
+                Ok(result) => result,
+                Err(_) => Err(BackendError::new(
+                    tonic::Code::DeadlineExceeded,
+                    "fake backend timed out",
+                )),
+            }
+        })
+    }
+
+    fn status<'a>(&'a self, _target: &'a ModelTarget) -> BackendFuture<'a, Vec<VersionStatus>> {
+        Box::pin(std::future::ready(Err(BackendError::new(
+            tonic::Code::Unimplemented,
+            "the in-process fake has no status",
+        ))))
+    }
+
+    fn metadata<'a>(&'a self, _target: &'a ModelTarget) -> BackendFuture<'a, ModelMetadata> {
+        Box::pin(std::future::ready(Err(BackendError::new(
+            tonic::Code::Unimplemented,
+            "the in-process fake has no metadata",
+        ))))
+    }
+
+    fn timeout(&self) -> Duration {
+        self.timeout
     }
 }
 

@@ -35,6 +35,10 @@ async fn metrics_count_known_traffic() {
         .backend("tfs", &backend.url())
         .model("m", "backend = \"tfs\"\n")
         .model("e", &echo)
+        .model(
+            "ghost",
+            "backend = \"tfs\"\nmodel = \"not-on-the-backend\"\n",
+        )
         .start()
         .await
         .unwrap();
@@ -56,6 +60,14 @@ async fn metrics_count_known_traffic() {
         )
         .await;
     assert_eq!(missing.status, 404, "{}", missing.text());
+    // A route whose model the backend doesn't serve: the backend's failure, not the client's.
+    let ghost = gw
+        .post(
+            "/v1/models/ghost:predict",
+            json!({"instances": [[1, 1]]}).to_string(),
+        )
+        .await;
+    assert_eq!(ghost.status, 404, "{}", ghost.text());
     let body = json!({"inputs": {"x": {"dtype": "f32", "shape": [2, 2], "values": [1, 2, 3, 4]}}});
     let plugged = gw.post("/v1/models/e:predict", body.to_string()).await;
     assert_eq!(plugged.status, 200, "{}", plugged.text());
@@ -101,9 +113,19 @@ async fn metrics_count_known_traffic() {
         "infergate_requests_total{model=\"e\",version=\"latest\",status=\"200\"}",
         1.0,
     );
+    // The version the client made up is the client's 404, not a backend failure; the model
+    // the backend lacks is one.
+    assert_eq!(
+        sample(
+            &scrape,
+            &format!("infergate_backend_errors_total{}", m(",code=\"NOT_FOUND\""))
+        ),
+        None,
+        "{scrape}"
+    );
     expect(
         &scrape,
-        &format!("infergate_backend_errors_total{}", m(",code=\"NOT_FOUND\"")),
+        "infergate_backend_errors_total{model=\"ghost\",code=\"NOT_FOUND\"}",
         1.0,
     );
     // Three Predict calls for m, one row each: the 400 never reached the backend, and the
