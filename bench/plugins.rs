@@ -136,10 +136,9 @@ impl Inputs {
     }
 }
 
-/// One allocator's runtime and the two plugins compiled on it.
+/// The two plugins compiled on one allocator's host (each plugin holds its host).
 struct Loaded {
     allocator: Allocator,
-    runtime: Host,
     noop: Plugin,
     digits: Plugin,
 }
@@ -223,7 +222,6 @@ fn main() -> anyhow::Result<()> {
         loads.push((allocator, noop_load, digits_load));
         runtimes.push(Arc::new(Loaded {
             allocator,
-            runtime,
             noop,
             digits,
         }));
@@ -231,7 +229,7 @@ fn main() -> anyhow::Result<()> {
     println!(
         "{} CPUs; each call: fresh Store + instantiate + call; default [limits] {:?}; \
          concurrent = {} tasks on {} worker threads\n",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
         LimitsConfig::default(),
         TASKS,
         args.threads,

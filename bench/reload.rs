@@ -209,7 +209,7 @@ fn main() -> anyhow::Result<()> {
         println!(
             "{} CPUs; {reloads} timed reloads per row (after one untimed); \
              pre.wasm alternates pre-only.wasm ({} KiB) and misbehave.wasm ({} KiB)\n",
-            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
             versions.files[0].0.len() >> 10,
             versions.files[1].0.len() >> 10,
         );

@@ -207,7 +207,10 @@ impl Batcher {
     /// The queue for `key`, starting its task on first use. The task owns the receiver and
     /// ends when this batcher (and so every sender) is dropped, after flushing what it holds.
     fn sender(&self, key: BatchKey) -> mpsc::UnboundedSender<Entry> {
-        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        let mut queues = self
+            .queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         queues
             .entry(key.clone())
             .or_insert_with(|| {

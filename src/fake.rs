@@ -203,7 +203,10 @@ impl FakeBackend {
 
     /// Calls so far, oldest first.
     pub fn calls(&self) -> Vec<FakeCall> {
-        self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Serves on `listener` until `shutdown` resolves.
@@ -261,7 +264,7 @@ impl FakeBackend {
         let rows = inputs.first().and_then(|(_, t)| t.rows()).unwrap_or(0);
         self.calls
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(FakeCall {
                 model: model.name.clone(),
                 version,
@@ -537,19 +540,19 @@ fn typed_proto(tensor: &Tensor) -> TensorProto {
             proto.float_val = data
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect()
+                .collect();
         }
         DType::I64 => {
             proto.int64_val = data
                 .chunks_exact(8)
                 .map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default()))
-                .collect()
+                .collect();
         }
         DType::I32 => {
             proto.int_val = data
                 .chunks_exact(4)
                 .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect()
+                .collect();
         }
         // Other dtypes keep tensor_content; the gateway reads both forms.
         _ => proto.tensor_content = data,

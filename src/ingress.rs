@@ -232,10 +232,10 @@ fn request_id<B>(request: &Request<B>) -> String {
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
+        && !id.is_empty()
+        && id.len() <= 128
     {
-        if !id.is_empty() && id.len() <= 128 {
-            return id.to_string();
-        }
+        return id.to_string();
     }
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     format!("{:08x}-{n:08x}", std::process::id())

@@ -174,11 +174,11 @@ pub fn fingerprint(dir: &Path) -> Fingerprint {
     Fingerprint(hash.finalize().into())
 }
 
+/// A model's (pre, post) plugins; one file may be both.
+pub type PluginPair = (Option<Arc<Plugin>>, Option<Arc<Plugin>>);
+
 /// Compiles the model's plugin files; one file named by `plugin` serves both roles.
-pub fn load_plugins(
-    config: &ModelConfig,
-    host: &Host,
-) -> Result<(Option<Arc<Plugin>>, Option<Arc<Plugin>>), LoadError> {
+pub fn load_plugins(config: &ModelConfig, host: &Host) -> Result<PluginPair, LoadError> {
     let load = |path: &Path, pre: bool, post: bool| {
         Plugin::load(host, path, Needs { pre, post }).map(Arc::new)
     };

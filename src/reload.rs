@@ -242,7 +242,7 @@ pub async fn watch(reloader: Arc<Reloader>, shutdown: impl Future<Output = ()>) 
                 Some(period) => tokio::time::sleep(period).await,
                 None => {
                     if events.recv().await.is_none() {
-                        std::future::pending::<()>().await
+                        std::future::pending::<()>().await;
                     }
                 }
             }

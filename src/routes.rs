@@ -41,8 +41,14 @@ pub struct Route {
     pub fingerprint: Fingerprint,
     /// Signature inputs per (version, signature), fetched from the backend the first time a
     /// REST JSON request needs them to type its values.
-    input_specs: Mutex<HashMap<(VersionChoice, String), Arc<BTreeMap<String, InputSpec>>>>,
+    input_specs: Mutex<HashMap<SpecKey, Arc<Signature>>>,
 }
+
+/// The inputs of one signature, by name, as REST JSON decoding needs them.
+pub type Signature = BTreeMap<String, InputSpec>;
+
+/// Which version's which signature.
+pub type SpecKey = (VersionChoice, String);
 
 /// The parts a [`Route`] is built from, each already loaded and checked.
 pub struct Parts {
@@ -115,26 +121,19 @@ impl Route {
         }
     }
 
-    pub fn cached_inputs(
-        &self,
-        key: &(VersionChoice, String),
-    ) -> Option<Arc<BTreeMap<String, InputSpec>>> {
+    pub fn cached_inputs(&self, key: &SpecKey) -> Option<Arc<Signature>> {
         // A std mutex: held for one map lookup or insert, never across an await.
         self.input_specs
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(key)
             .cloned()
     }
 
-    pub fn cache_inputs(
-        &self,
-        key: (VersionChoice, String),
-        specs: Arc<BTreeMap<String, InputSpec>>,
-    ) {
+    pub fn cache_inputs(&self, key: SpecKey, specs: Arc<Signature>) {
         self.input_specs
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(key, specs);
     }
 }

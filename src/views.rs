@@ -97,6 +97,5 @@ fn failure_json(failure: &Failure) -> Value {
 
 fn unix_seconds(t: SystemTime) -> f64 {
     t.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+        .map_or(0.0, |d| d.as_secs_f64())
 }

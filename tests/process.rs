@@ -57,7 +57,7 @@ async fn sigterm_drains_every_accepted_request() {
         match tokio::net::TcpStream::connect(&addr).await {
             Err(_) => break,
             Ok(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(10)).await
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
             Ok(_) => panic!("still accepting connections 2 s after SIGTERM"),
         }

@@ -40,7 +40,7 @@ pub async fn run_all(args: Args) -> anyhow::Result<()> {
         args.row_cost_us,
         plan.warmup,
         plan.measure,
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
     );
     let mut rows = Vec::new();
     let gateway_bin = gateway_binary(&args)?;

@@ -15,7 +15,6 @@ use std::time::Duration;
 use tract_onnx::prelude::{
     Framework, InferenceModelExt, TDim, TValue, TVec, TypedModel, TypedRunnableModel,
 };
-use tract_onnx::tract_core::model::IntoRunnable;
 
 use super::{
     Backend, BackendError, BackendFuture, LoadError, ModelMetadata, ModelTarget, Provider,
@@ -143,7 +142,7 @@ impl OnnxModel {
         // Optimised for the symbolic batch dim, so any batch size runs the same plan.
         let plan = typed
             .into_optimized()
-            .and_then(|m| m.into_runnable())
+            .and_then(tract_onnx::prelude::IntoRunnable::into_runnable)
             .map_err(|e| invalid(&e))?;
         Ok(Self {
             path: path.to_path_buf(),

@@ -169,12 +169,10 @@ impl TfServing {
                 VersionStatus {
                     version: v.version,
                     state: State::try_from(v.state)
-                        .map(|s| s.as_str_name())
-                        .unwrap_or("UNKNOWN")
+                        .map_or("UNKNOWN", |s| s.as_str_name())
                         .to_string(),
                     error_code: TfCode::try_from(status.error_code)
-                        .map(|c| c.as_str_name())
-                        .unwrap_or("UNKNOWN")
+                        .map_or("UNKNOWN", |c| c.as_str_name())
                         .to_string(),
                     error_message: status.error_message,
                 }

@@ -114,19 +114,19 @@ impl imports::Host for Sandbox {
         let (model, request_id) = (&self.tag.model, &self.tag.request_id);
         match level {
             Level::Trace => {
-                tracing::trace!(model = %model, request_id = %request_id, "plugin: {message}")
+                tracing::trace!(model = %model, request_id = %request_id, "plugin: {message}");
             }
             Level::Debug => {
-                tracing::debug!(model = %model, request_id = %request_id, "plugin: {message}")
+                tracing::debug!(model = %model, request_id = %request_id, "plugin: {message}");
             }
             Level::Info => {
-                tracing::info!(model = %model, request_id = %request_id, "plugin: {message}")
+                tracing::info!(model = %model, request_id = %request_id, "plugin: {message}");
             }
             Level::Warn => {
-                tracing::warn!(model = %model, request_id = %request_id, "plugin: {message}")
+                tracing::warn!(model = %model, request_id = %request_id, "plugin: {message}");
             }
             Level::Error => {
-                tracing::error!(model = %model, request_id = %request_id, "plugin: {message}")
+                tracing::error!(model = %model, request_id = %request_id, "plugin: {message}");
             }
         }
         if matches!(level, Level::Error) {
