@@ -2,6 +2,11 @@
 # Builds every WebAssembly plugin for wasm32-wasip2 (release) and puts each component where
 # the gateway and its tests look for it:
 #   plugins/<model>/plugin.wasm        the example plugins (workspace plugins/)
+#   plugins/<model>/plugin.wasm        the Python example plugins (plugins/<model>/plugin.py),
+#                                      built by the Python SDK with componentize-py from the
+#                                      venv of scripts/plugin-venv.sh; skipped while a hash of
+#                                      their inputs is unchanged (a rebuild takes ~10 s and is
+#                                      not byte-identical, so it would miss the compile cache)
 #   tests/plugins/wasm/<fixture>.wasm  the test fixtures (workspace tests/plugins/)
 #   tests/plugins/wasm/garbage.wasm    a few bytes that are not WebAssembly at all
 #   tests/plugins/wasm/core-module.wasm  a valid core module that is not a component
@@ -47,6 +52,22 @@ for model_dir in plugins/*/; do
     crate=$(sed -n 's/^name *= *"\(.*\)"/\1/p' "$model_dir/Cargo.toml" | head -n 1)
     place plugins "$crate" "$model_dir/plugin.wasm"
 done
+
+# Python plugins: the SDK runs from this checkout (plugin-sdk/python/src), not from the venv.
+python_plugins=()
+for model_dir in plugins/*/; do
+    model_dir=${model_dir%/}
+    [ -f "$model_dir/plugin.py" ] && [ -f "$model_dir/model.toml" ] && python_plugins+=("$model_dir")
+done
+if [ ${#python_plugins[@]} -gt 0 ]; then
+    plugin_venv=$(scripts/plugin-venv.sh | tail -n 1)
+    for model_dir in "${python_plugins[@]}"; do
+        echo "building $model_dir (Python)" >&2
+        PYTHONPATH=plugin-sdk/python/src "$plugin_venv/bin/python" -m infergate_sdk.build \
+            build -q "$model_dir"
+        built+=("$model_dir/plugin.wasm")
+    done
+fi
 
 report() {
     echo "built:"
