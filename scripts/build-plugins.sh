@@ -7,7 +7,8 @@
 #                                      venv of scripts/plugin-venv.sh; skipped while a hash of
 #                                      their inputs is unchanged (a rebuild takes ~10 s and is
 #                                      not byte-identical, so it would miss the compile cache)
-#   tests/plugins/wasm/<fixture>.wasm  the test fixtures (workspace tests/plugins/)
+#   tests/plugins/wasm/<fixture>.wasm  the test fixtures (workspace tests/plugins/; the Python
+#                                      ones from tests/plugins/<fixture>/plugin.py)
 #   tests/plugins/wasm/garbage.wasm    a few bytes that are not WebAssembly at all
 #   tests/plugins/wasm/core-module.wasm  a valid core module that is not a component
 # Both workspaces have their own target dirs, so this never waits on a host build's lock.
@@ -84,6 +85,14 @@ fi
 build tests/plugins
 for fixture in echo misbehave pre-only post-only; do
     place tests/plugins "$fixture" "tests/plugins/wasm/$fixture.wasm"
+done
+
+# Python test fixtures (tests/plugins/<fixture>/plugin.py).
+for fixture in python-errors; do
+    echo "building tests/plugins/$fixture (Python)" >&2
+    PYTHONPATH=plugin-sdk/python/src "$(scripts/plugin-venv.sh | tail -n 1)/bin/python" \
+        -m infergate_sdk.build build -q -o "tests/plugins/wasm/$fixture.wasm" "tests/plugins/$fixture"
+    built+=("tests/plugins/wasm/$fixture.wasm")
 done
 
 # Files the gateway must refuse to load, each with a clear error.
