@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import struct
+from array import array
 
 from . import _jpeg
 from .tensor import DType, Tensor, _pack
@@ -295,17 +296,40 @@ def normalize(t: Tensor, scale: float, mean: list, std: list, layout: str, error
     mean = [_f32(m) for m in (mean or [0.0])]
     std = [_f32(s) for s in (std or [1.0])]
     scale = _f32(scale)
-    values = t.values()
-    if len(t.shape) >= 3 and layout == "chw":
-        plane = t.shape[-1] * t.shape[-2]
-        chan = [(i // plane) % c for i in range(len(values))]
-    else:
-        chan = [i % c for i in range(len(values))]
     m = [mean[i % len(mean)] for i in range(c)]
     s = [std[i % len(std)] for i in range(c)]
-    # f32 arithmetic, one rounding per step, as numpy computes on float32 arrays.
-    out = [_f32(_f32(_f32(float(v) * scale) - m[k]) / s[k]) for v, k in zip(values, chan)]
-    return Tensor(DType.F32, t.shape, _pack(DType.F32, out))
+
+    def f32_steps(xs, k):
+        # f32 arithmetic, one rounding per step, as numpy computes on float32 arrays (an
+        # array("f") rounds every value stored in it to f32).
+        a = array("f", [x * scale for x in xs])
+        if m[k]:
+            a = array("f", [x - m[k] for x in a])
+        if s[k] != 1.0:
+            a = array("f", [x / s[k] for x in a])
+        return a
+
+    chw = len(t.shape) >= 3 and layout == "chw"
+    plane = t.shape[-1] * t.shape[-2] if chw else 1
+    if t.dtype is DType.U8:
+        # 256 possible inputs per channel: compute each once, then look the bytes up.
+        luts = []
+        for k in range(c):
+            table = f32_steps(range(256), k).tobytes()
+            luts.append([table[4 * v:4 * v + 4] for v in range(256)])
+        if c == 1:
+            data = b"".join(map(luts[0].__getitem__, t.data))
+        else:
+            data = b"".join(luts[(i // plane) % c if chw else i % c][v]
+                            for i, v in enumerate(t.data))
+        return Tensor(DType.F32, t.shape, data)
+    values = [float(v) for v in t.values()]
+    out = array("f", bytes(4 * len(values)))
+    for k in range(c):
+        idx = [i for i in range(len(values)) if ((i // plane) % c if chw else i % c) == k]
+        for i, v in zip(idx, f32_steps([values[i] for i in idx], k)):
+            out[i] = v
+    return Tensor(DType.F32, t.shape, out.tobytes())
 
 
 _INT_RANGE = {DType.I8: (-2**7, 2**7 - 1), DType.I16: (-2**15, 2**15 - 1),
