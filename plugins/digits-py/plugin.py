@@ -18,7 +18,7 @@ def preprocess(req: Request) -> Prepared:
         raise BadRequest(f"could not decode the image: {e}; send a PNG or JPEG image as the "
                          "request body") from None
     img = ops.resize(img, 28, 28, filter="bilinear")  # unchanged when already 28x28
-    image = ops.normalize(img, scale=1 / 255).reshape(1, 28, 28, 1)
+    image = ops.normalize(img, std=255).reshape(1, 28, 28, 1)  # pixel / 255, as in training
     return Prepared({"image": image}, context=json.dumps({"k": k, "model": MODEL}, separators=(",", ":")))
 
 

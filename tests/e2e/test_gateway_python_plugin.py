@@ -7,6 +7,7 @@ part of what the test command builds), they are not skipped.
 """
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -66,15 +67,18 @@ def test_jpeg_through_tensorflow(py_gateway, reference):
 
 
 def test_same_answers_as_the_rust_plugin(py_gateway):
+    """PNG: the same pixels and the same f32 arithmetic (pixel / 255), hence the same model
+    outputs and the same JSON, byte for byte. (JPEG is left out: the Rust SDK's decoder rounds
+    a few pixels one level off Pillow's, while the Python SDK's follows libjpeg exactly.)"""
     if not PLUGIN_WASM.is_file():
         pytest.fail(f"{PLUGIN_WASM.relative_to(REPO)} is not built")
-    for path in PNG_IMAGES + [str(JPEG_IMAGE)]:
+    for path in PNG_IMAGES:
         for k in (1, 10):
             data = Path(path).read_bytes()
             py = py_gateway.post(f"{PREDICT}?k={k}", data=data)
             rust = py_gateway.post(f"/v1/models/digits:predict?k={k}", data=data)
             assert py.status_code == rust.status_code == 200, (py.text, rust.text)
-            assert py.json() == rust.json() or path == str(JPEG_IMAGE), (path, py.json(), rust.json())
+            assert py.json() == rust.json(), (path, k)
 
 
 @pytest.mark.parametrize("query,status,message", [
@@ -107,7 +111,14 @@ def test_python_exceptions_become_statuses_with_their_message(py_gateway, fail, 
 def test_an_uncaught_exceptions_traceback_goes_to_the_log_not_the_client(py_gateway):
     resp = py_gateway.post("/v1/models/py-errors:predict?fail=value", data=b"")
     assert resp.status_code == 500 and "Traceback" not in resp.text
-    py_gateway.process.wait_for_line(r"Traceback \(most recent call last\)", 10)
+    # The gateway logs to stderr, which goes to the process's log file.
+    deadline = time.monotonic() + 10
+    while "ValueError: boom" not in py_gateway.process.tail(200):
+        assert time.monotonic() < deadline, py_gateway.process.tail()
+        time.sleep(0.1)
+    log = py_gateway.process.tail(200)
+    assert "preprocess raised:" in log and "Traceback (most recent call last):" in log, log
+    assert 'plugin.py", line' in log, log
 
 
 def test_a_tensor_shorter_than_its_shape_is_a_500_naming_the_input(py_gateway):

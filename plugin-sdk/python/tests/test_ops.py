@@ -188,3 +188,10 @@ def test_softmax_argmax_top_k_match_numpy():
         ops.top_k(t, 0)
     with pytest.raises(ops.OpError, match="float"):
         ops.softmax(Tensor.i64([1, 2]))
+
+
+def test_normalize_by_division_is_numpys_division_bit_for_bit():
+    img = photo().convert("L")
+    t = ops.decode_image(encode(img, "PNG"), "gray")
+    want = np.asarray(img, np.float32)[..., None] / np.float32(255)
+    np.testing.assert_array_equal(arr(ops.normalize(t, std=255)), want)

@@ -117,13 +117,16 @@ def center_crop(image: Tensor, width: int, height: int, layout: str = "hwc") -> 
     return _pyops.center_crop(image, width, height, layout, OpError)
 
 
-def normalize(t: Tensor, scale: float = 1.0, mean: Sequence[float] = (),
-              std: Sequence[float] = (), layout: str = "hwc") -> Tensor:
+def normalize(t: Tensor, scale: float = 1.0, mean: Union[float, Sequence[float]] = (),
+              std: Union[float, Sequence[float]] = (), layout: str = "hwc") -> Tensor:
     """`(x * scale - mean[c]) / std[c]` as `f32`, `c` each element's channel — numpy's
-    `(np.asarray(img, np.float32) * scale - mean) / std`. `mean`/`std` hold nothing, one
-    value, or one per channel. ImageNet: `normalize(img, 1/255, (0.485, 0.456, 0.406),
-    (0.229, 0.224, 0.225))`."""
+    `(np.asarray(img, np.float32) * scale - mean) / std`. `mean`/`std` are a number, or one
+    per channel. Pixel / 255 exactly as numpy divides: `normalize(img, std=255)` (`scale=1/255`
+    multiplies, which can differ in the last bit). ImageNet: `normalize(img, 1/255,
+    (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))`."""
     _check_choice("layout", layout, ("hwc", "chw"))
+    mean = (mean,) if isinstance(mean, (int, float)) else tuple(mean)
+    std = (std,) if isinstance(std, (int, float)) else tuple(std)
     if NATIVE:
         o = _wit.ops
         return _native(lambda: o.normalize(tensor_to_wire(t), o.Layout[layout.upper()],
