@@ -118,7 +118,10 @@ impl Gateway {
         for (route, plugin) in ROUTES {
             let plugin = root.join(plugin);
             if !plugin.is_file() {
-                bail!("{} is missing: run scripts/build-plugins.sh --examples", plugin.display());
+                bail!(
+                    "{} is missing: run scripts/build-plugins.sh --examples",
+                    plugin.display()
+                );
             }
             let folder = dir.path().join("plugins").join(route);
             std::fs::create_dir_all(&folder)?;
