@@ -60,7 +60,11 @@ for model_dir in plugins/*/; do
     model_dir=${model_dir%/}
     [ -f "$model_dir/plugin.py" ] && [ -f "$model_dir/model.toml" ] && python_plugins+=("$model_dir")
 done
-if [ ${#python_plugins[@]} -gt 0 ]; then
+if [ ${#python_plugins[@]} -gt 0 ] && [ ! -f scripts/plugin-venv.sh ]; then
+    # A partial copy of the repository (the Dockerfile's plugins stage copies plugins/ and
+    # this script only): the image ships the Rust examples, not the Python toolchain.
+    echo "skipping the Python plugins (${python_plugins[*]}): no scripts/plugin-venv.sh here" >&2
+elif [ ${#python_plugins[@]} -gt 0 ]; then
     plugin_venv=$(scripts/plugin-venv.sh | tail -n 1)
     for model_dir in "${python_plugins[@]}"; do
         echo "building $model_dir (Python)" >&2
