@@ -2,7 +2,13 @@
 # Builds every WebAssembly plugin for wasm32-wasip2 (release) and puts each component where
 # the gateway and its tests look for it:
 #   plugins/<model>/plugin.wasm        the example plugins (workspace plugins/)
-#   tests/plugins/wasm/<fixture>.wasm  the test fixtures (workspace tests/plugins/)
+#   plugins/<model>/plugin.wasm        the Python example plugins (plugins/<model>/plugin.py),
+#                                      built by the Python SDK with componentize-py from the
+#                                      venv of scripts/plugin-venv.sh; skipped while a hash of
+#                                      their inputs is unchanged (a rebuild takes ~10 s and is
+#                                      not byte-identical, so it would miss the compile cache)
+#   tests/plugins/wasm/<fixture>.wasm  the test fixtures (workspace tests/plugins/; the Python
+#                                      ones from tests/plugins/<fixture>/plugin.py)
 #   tests/plugins/wasm/garbage.wasm    a few bytes that are not WebAssembly at all
 #   tests/plugins/wasm/core-module.wasm  a valid core module that is not a component
 # Both workspaces have their own target dirs, so this never waits on a host build's lock.
@@ -48,6 +54,26 @@ for model_dir in plugins/*/; do
     place plugins "$crate" "$model_dir/plugin.wasm"
 done
 
+# Python plugins: the SDK runs from this checkout (plugin-sdk/python/src), not from the venv.
+python_plugins=()
+for model_dir in plugins/*/; do
+    model_dir=${model_dir%/}
+    [ -f "$model_dir/plugin.py" ] && [ -f "$model_dir/model.toml" ] && python_plugins+=("$model_dir")
+done
+if [ ${#python_plugins[@]} -gt 0 ] && [ ! -f scripts/plugin-venv.sh ]; then
+    # A partial copy of the repository (the Dockerfile's plugins stage copies plugins/ and
+    # this script only): the image ships the Rust examples, not the Python toolchain.
+    echo "skipping the Python plugins (${python_plugins[*]}): no scripts/plugin-venv.sh here" >&2
+elif [ ${#python_plugins[@]} -gt 0 ]; then
+    plugin_venv=$(scripts/plugin-venv.sh | tail -n 1)
+    for model_dir in "${python_plugins[@]}"; do
+        echo "building $model_dir (Python)" >&2
+        PYTHONPATH=plugin-sdk/python/src "$plugin_venv/bin/python" -m infergate_sdk.build \
+            build -q "$model_dir"
+        built+=("$model_dir/plugin.wasm")
+    done
+fi
+
 report() {
     echo "built:"
     for f in "${built[@]}"; do
@@ -63,6 +89,14 @@ fi
 build tests/plugins
 for fixture in echo misbehave pre-only post-only; do
     place tests/plugins "$fixture" "tests/plugins/wasm/$fixture.wasm"
+done
+
+# Python test fixtures (tests/plugins/<fixture>/plugin.py).
+for fixture in python-errors; do
+    echo "building tests/plugins/$fixture (Python)" >&2
+    PYTHONPATH=plugin-sdk/python/src "$(scripts/plugin-venv.sh | tail -n 1)/bin/python" \
+        -m infergate_sdk.build build -q -o "tests/plugins/wasm/$fixture.wasm" "tests/plugins/$fixture"
+    built+=("tests/plugins/wasm/$fixture.wasm")
 done
 
 # Files the gateway must refuse to load, each with a clear error.

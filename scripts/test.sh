@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine with only the Rust toolchain and Python 3:
 #   1. the wasm32-wasip2 target and the plugin builds (example + test fixtures),
-#   2. the hermetic Rust tests (fake TF Serving in process, port 0), then rustfmt and clippy,
+#   2. the Python plugin SDK's tests, the hermetic Rust tests (fake TF Serving in process,
+#      port 0), then rustfmt and clippy,
 #   3. the end-to-end suite: a TF-Serving-compatible gRPC server running real TensorFlow,
 #      driven through a real `infergate serve` process over HTTP.
 # The Python venv (TensorFlow is ~2 GB) lives outside the clone and is reused while
@@ -18,6 +19,11 @@ echo "$INFERGATE_VENV"
 
 step "plugins (wasm32-wasip2)"
 scripts/build-plugins.sh
+
+step "Python plugin SDK tests (ops against Pillow/numpy)"
+# The plugin venv (componentize-py, Pillow, numpy) was made by build-plugins.sh above.
+PIP_CACHE_DIR="${INFERGATE_CACHE:-$HOME/.cache/infergate}/pip" \
+    "$(scripts/plugin-venv.sh | tail -n 1)/bin/python" -m pytest -q plugin-sdk/python/tests
 
 step "hermetic Rust tests"
 cargo test --workspace --locked
