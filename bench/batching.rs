@@ -130,7 +130,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
          {:?} warm-up + {:?} measured per row; {} worker threads\n",
         plan.warmup,
         plan.measure,
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
     );
     let mut rows = Vec::new();
     for route in ["on", "off"] {

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use clap::Parser;
 use infergate::backend::tfserving::convert;
 use infergate::config::LimitsConfig;
-use infergate::plugin::{CallLimits, CallTag, Needs, Plugin, PluginRequest, Runtime};
+use infergate::plugin::{CallLimits, CallTag, Host, Needs, Plugin, PluginRequest};
 use infergate::proto::tensorflow::serving::{ModelSpec, PredictRequest, PredictResponse};
 use infergate::proto::tensorflow::{
     DataType, TensorProto, TensorShapeProto, tensor_shape_proto::Dim,
@@ -198,11 +198,7 @@ fn main() -> anyhow::Result<()> {
         n(20_000),
         None,
         || {
-            rt.block_on(
-                plugins
-                    .noop
-                    .preprocess(&plugins.runtime, &noop, limits(), tag()),
-            )?;
+            rt.block_on(plugins.noop.preprocess(&noop, limits(), tag()))?;
             Ok(())
         },
     ));
@@ -211,11 +207,7 @@ fn main() -> anyhow::Result<()> {
         n(5000),
         None,
         || {
-            rt.block_on(
-                plugins
-                    .digits
-                    .preprocess(&plugins.runtime, &valid, limits(), tag()),
-            )?;
+            rt.block_on(plugins.digits.preprocess(&valid, limits(), tag()))?;
             Ok(())
         },
     ));
@@ -223,11 +215,7 @@ fn main() -> anyhow::Result<()> {
         "digits pre, wasm: instantiate + reject",
         n(5000),
         None,
-        || match rt.block_on(
-            plugins
-                .digits
-                .preprocess(&plugins.runtime, &invalid, limits(), tag()),
-        ) {
+        || match rt.block_on(plugins.digits.preprocess(&invalid, limits(), tag())) {
             Err(infergate::plugin::CallError::Rejected(_)) => Ok(()),
             other => bail!("expected a rejection, got {other:?}"),
         },
@@ -281,14 +269,14 @@ fn main() -> anyhow::Result<()> {
 
 /// The two plugins, compiled once on the gateway's default runtime.
 struct Plugins {
-    runtime: Runtime,
+    runtime: Host,
     noop: Plugin,
     digits: Plugin,
 }
 
 impl Plugins {
     fn load(root: &Path, digits: Option<&Path>) -> anyhow::Result<Self> {
-        let runtime = Runtime::new()?;
+        let runtime = Host::new()?;
         let load = |path: &Path, post: bool| {
             Plugin::load(&runtime, path, Needs { pre: true, post })
                 .with_context(|| format!("{}: run scripts/build-plugins.sh first", path.display()))
@@ -382,13 +370,7 @@ fn instances_body(size: usize) -> Vec<u8> {
 
 /// CPU time this thread has used (`CLOCK_THREAD_CPUTIME_ID`).
 fn thread_cpu() -> Duration {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid, writable timespec; the clock id is a constant Linux knows.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
-    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+    cpu_time::ThreadTime::now().as_duration()
 }
 
 fn us(d: Duration) -> f64 {

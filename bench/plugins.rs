@@ -31,7 +31,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::Parser;
 use infergate::config::LimitsConfig;
-use infergate::plugin::{Allocator, CallLimits, CallTag, Needs, Plugin, PluginRequest, Runtime};
+use infergate::plugin::{Allocator, CallLimits, CallTag, Host, Needs, Plugin, PluginRequest};
 use infergate::tensor::{NamedTensors, Tensor};
 
 /// The context the digits preprocess writes for model `digits` and the default k, byte for
@@ -136,10 +136,9 @@ impl Inputs {
     }
 }
 
-/// One allocator's runtime and the two plugins compiled on it.
+/// The two plugins compiled on one allocator's host (each plugin holds its host).
 struct Loaded {
     allocator: Allocator,
-    runtime: Runtime,
     noop: Plugin,
     digits: Plugin,
 }
@@ -155,12 +154,10 @@ impl Loaded {
 
 /// One call of `case`; the error says what was wrong with the answer.
 async fn call(loaded: &Loaded, inputs: &Inputs, case: Case, tag: CallTag) -> anyhow::Result<()> {
-    let (runtime, plugin) = (&loaded.runtime, loaded.plugin(case));
+    let plugin = loaded.plugin(case);
     match case {
         Case::NoopPre => {
-            let prepared = plugin
-                .preprocess(runtime, &inputs.noop, limits(), tag)
-                .await?;
+            let prepared = plugin.preprocess(&inputs.noop, limits(), tag).await?;
             let x = prepared.inputs.first().map(|(name, t)| (name.as_str(), t));
             match x {
                 Some(("x", t)) if t.shape() == [1, 1] && t.to_f32() == Some(vec![2.0]) => Ok(()),
@@ -168,9 +165,7 @@ async fn call(loaded: &Loaded, inputs: &Inputs, case: Case, tag: CallTag) -> any
             }
         }
         Case::DigitsPre => {
-            let prepared = plugin
-                .preprocess(runtime, &inputs.png, limits(), tag)
-                .await?;
+            let prepared = plugin.preprocess(&inputs.png, limits(), tag).await?;
             let shape = prepared
                 .inputs
                 .first()
@@ -185,13 +180,7 @@ async fn call(loaded: &Loaded, inputs: &Inputs, case: Case, tag: CallTag) -> any
         }
         Case::DigitsPost => {
             let response = plugin
-                .postprocess(
-                    runtime,
-                    &inputs.probabilities,
-                    DIGITS_CONTEXT,
-                    limits(),
-                    tag,
-                )
+                .postprocess(&inputs.probabilities, DIGITS_CONTEXT, limits(), tag)
                 .await?;
             let body: serde_json::Value = serde_json::from_slice(&response.body)?;
             if response.status != 200 || body["predictions"][0]["label"] != "7" {
@@ -212,7 +201,7 @@ fn main() -> anyhow::Result<()> {
     let mut loads = Vec::new();
     let mut runtimes = Vec::new();
     for allocator in [Allocator::Pooling, Allocator::OnDemand] {
-        let runtime = Runtime::with_allocator(allocator)
+        let runtime = Host::with_allocator(allocator)
             .with_context(|| format!("starting the {allocator:?} runtime"))?;
         let (noop, noop_load) = timed_load(
             &runtime,
@@ -233,7 +222,6 @@ fn main() -> anyhow::Result<()> {
         loads.push((allocator, noop_load, digits_load));
         runtimes.push(Arc::new(Loaded {
             allocator,
-            runtime,
             noop,
             digits,
         }));
@@ -241,7 +229,7 @@ fn main() -> anyhow::Result<()> {
     println!(
         "{} CPUs; each call: fresh Store + instantiate + call; default [limits] {:?}; \
          concurrent = {} tasks on {} worker threads\n",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
         LimitsConfig::default(),
         TASKS,
         args.threads,
@@ -281,7 +269,7 @@ fn built(path: PathBuf) -> anyhow::Result<PathBuf> {
 }
 
 /// [`Plugin::load`] (read, compile, type-check, pre-instantiate) and how long it took.
-fn timed_load(runtime: &Runtime, path: &Path, needs: Needs) -> anyhow::Result<(Plugin, Duration)> {
+fn timed_load(runtime: &Host, path: &Path, needs: Needs) -> anyhow::Result<(Plugin, Duration)> {
     let started = Instant::now();
     let plugin = Plugin::load(runtime, path, needs)?;
     Ok((plugin, started.elapsed()))

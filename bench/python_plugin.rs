@@ -95,7 +95,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     println!(
         "{IMAGE} through the digits plugin, Rust vs Python (onnx backend, in process); \
          {warmup:?} warm-up + {measure:?} measured per row; {} cores\n",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
     );
     let mut rows = Vec::new();
     for &concurrency in &args.concurrency {

@@ -16,8 +16,8 @@
 //! Each round's file is a version's bytes plus a custom section holding a fresh nonce: a file
 //! the gateway has never seen, as in a real deploy, so no compiled-plugin cache can serve it.
 //! One more row re-uses the two versions' exact bytes (a rollback to files loaded before),
-//! which such a cache can serve. The gateway's cache, if any, is kept in a temp dir
-//! (`XDG_CACHE_HOME`) that starts empty, never in the user's own cache.
+//! which such a cache can serve. The gateway's cache is kept in each run's temp dir
+//! (`plugins.cache_dir = "compiled"`), empty at start, never in the user's own cache.
 //!
 //! ```sh
 //! scripts/build-plugins.sh                         # the fixture plugins, once
@@ -197,11 +197,6 @@ fn leb128(mut n: usize) -> Vec<u8> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let cache_home = tempfile::tempdir()?;
-    // SAFETY: first thing in `main`, before any other thread exists to read the environment.
-    // The gateway's default compiled-plugin cache lives under `$XDG_CACHE_HOME`: keep it in a
-    // temp dir, empty at start and gone at the end.
-    unsafe { std::env::set_var("XDG_CACHE_HOME", cache_home.path()) };
     let reloads = args
         .reloads
         .unwrap_or(if args.quick { 8 } else { 30 })
@@ -214,7 +209,7 @@ fn main() -> anyhow::Result<()> {
         println!(
             "{} CPUs; {reloads} timed reloads per row (after one untimed); \
              pre.wasm alternates pre-only.wasm ({} KiB) and misbehave.wasm ({} KiB)\n",
-            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
             versions.files[0].0.len() >> 10,
             versions.files[1].0.len() >> 10,
         );
@@ -274,7 +269,7 @@ impl Env {
             &config_path,
             format!(
                 "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
-                 [plugins]\ndir = \"plugins\"\n{}\
+                 [plugins]\ndir = \"plugins\"\ncache_dir = \"compiled\"\n{}\
                  [backends.tfs]\nkind = \"tfserving\"\nendpoints = [\"{}\"]\ntimeout_ms = 5000\n",
                 setting.plugins_config(),
                 backend.url()

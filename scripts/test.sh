@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine with only the Rust toolchain and Python 3:
 #   1. the wasm32-wasip2 target and the plugin builds (example + test fixtures),
-#   2. the Python plugin SDK's tests, and the hermetic Rust tests (fake TF Serving in process, port 0),
+#   2. the Python plugin SDK's tests, the hermetic Rust tests (fake TF Serving in process,
+#      port 0), then rustfmt and clippy,
 #   3. the end-to-end suite: a TF-Serving-compatible gRPC server running real TensorFlow,
 #      driven through a real `infergate serve` process over HTTP.
 # The Python venv (TensorFlow is ~2 GB) lives outside the clone and is reused while
@@ -26,6 +27,10 @@ PIP_CACHE_DIR="${INFERGATE_CACHE:-$HOME/.cache/infergate}/pip" \
 
 step "hermetic Rust tests"
 cargo test --workspace --locked
+
+step "lints (rustfmt, clippy)"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "end-to-end tests (real TensorFlow)"
 # `cargo test` above built target/debug/infergate (integration tests build the package's

@@ -1,7 +1,7 @@
 //! The operator listener, on its own address (loopback by default): reload, the route table,
-//! plugin status, metrics and health. Kept off the public port so operators' endpoints are
+//! plugin status, metrics, health and readiness. Kept off the public port so operators' endpoints are
 //! never exposed to API consumers by accident; with a token configured (required off
-//! loopback) every endpoint but `/healthz` needs `Authorization: Bearer <token>`.
+//! loopback) every endpoint but `/healthz` and `/readyz` needs `Authorization: Bearer <token>`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -13,13 +13,16 @@ use hyper::body::Incoming;
 
 use crate::gateway::Gateway;
 use crate::ingress::Body;
+use crate::views;
 
 pub async fn handle(
     gateway: Arc<Gateway>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let path = request.uri().path();
-    if path != "/healthz" && !authorized(&gateway, &request) {
+    // Probes carry no credentials: liveness and readiness answer without the token.
+    let open = matches!(path, "/healthz" | "/readyz");
+    if !open && !authorized(&gateway, &request) {
         let mut response = json(
             StatusCode::UNAUTHORIZED,
             serde_json::json!({ "error": "the admin API needs `Authorization: Bearer <token>` (server.admin_token)" }),
@@ -32,8 +35,18 @@ pub async fn handle(
     }
     let (status, body) = match (request.method().as_str(), path) {
         ("GET", "/healthz") => (StatusCode::OK, serde_json::json!({ "status": "ok" })),
+        // Probes often point at the admin port: it answers readiness as the public one does.
+        ("GET", "/readyz") if gateway.draining() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({ "status": "draining" }),
+        ),
+        ("GET", "/readyz") => (StatusCode::OK, serde_json::json!({ "status": "ready" })),
         ("GET", "/metrics") => return Ok(crate::ingress::metrics_response(&gateway)),
-        ("GET", "/admin/plugins") => (StatusCode::OK, plugins(&gateway)),
+        ("GET", "/admin/plugins") => {
+            let table = gateway.routes().snapshot();
+            let allocator = gateway.host().allocator();
+            (StatusCode::OK, views::plugins(&table, allocator))
+        }
         ("POST", "/admin/reload") => {
             let report = gateway.reload().await;
             (
@@ -43,7 +56,22 @@ pub async fn handle(
         }
         ("GET", "/admin/routes") => {
             let table = gateway.routes().snapshot();
-            (StatusCode::OK, crate::ingress::list_models(&table))
+            (StatusCode::OK, views::list_models(&table))
+        }
+        (method, path) if ENDPOINTS.iter().any(|(_, p)| *p == path) => {
+            let allowed: Vec<&str> = ENDPOINTS
+                .iter()
+                .filter(|(_, p)| *p == path)
+                .map(|(m, _)| *m)
+                .collect();
+            let mut response = json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                serde_json::json!({ "error": format!("{method} is not allowed on {path}") }),
+            );
+            if let Ok(value) = HeaderValue::from_str(&allowed.join(", ")) {
+                response.headers_mut().insert(header::ALLOW, value);
+            }
+            return Ok(response);
         }
         (method, path) => (
             StatusCode::NOT_FOUND,
@@ -52,6 +80,16 @@ pub async fn handle(
     };
     Ok(json(status, body))
 }
+
+/// Every (method, path) the admin listener serves.
+const ENDPOINTS: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/admin/plugins"),
+    ("POST", "/admin/reload"),
+    ("GET", "/admin/routes"),
+];
 
 fn json(status: StatusCode, body: serde_json::Value) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
@@ -72,9 +110,18 @@ fn authorized<B>(gateway: &Gateway, request: &Request<B>) -> bool {
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
         .unwrap_or("");
     constant_time_eq(given.as_bytes(), token.as_bytes())
+}
+
+/// The credentials of an `Authorization: Bearer <token>` value. The scheme is
+/// case-insensitive (RFC 9110 §11.1): `bearer`, `BEARER` and `Bearer` all name it.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' '))
 }
 
 /// Compares without stopping at the first difference, so response time says nothing about
@@ -85,43 +132,4 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         diff |= usize::from(x ^ b.get(i).copied().unwrap_or(!x));
     }
     diff == 0
-}
-
-/// Each model's plugins: file, digest, exports, load time, and the folder's last load error.
-fn plugins(gateway: &Gateway) -> serde_json::Value {
-    let table = gateway.routes().snapshot();
-    let mut models = serde_json::Map::new();
-    for (name, route) in &table.routes {
-        let plugin = |p: &Option<Arc<crate::plugin::Plugin>>| {
-            p.as_ref().map(|p| {
-                serde_json::json!({
-                    "path": p.path().display().to_string(),
-                    "digest": p.digest(),
-                    "loaded_at": crate::ingress::unix_seconds(p.loaded_at()),
-                })
-            })
-        };
-        models.insert(
-            name.clone(),
-            serde_json::json!({
-                "pre": plugin(&route.pre),
-                "post": plugin(&route.post),
-                "limits": {
-                    "timeout_ms": route.config.limits.timeout_ms,
-                    "memory_mb": route.config.limits.memory_mb,
-                    "max_output_mb": route.config.limits.max_output_mb,
-                },
-                "last_reload_error": table.failures.get(name).map(|f| f.message.clone()),
-            }),
-        );
-    }
-    for (name, failure) in &table.failures {
-        models.entry(name.clone()).or_insert_with(|| {
-            serde_json::json!({ "pre": null, "post": null, "last_reload_error": failure.message })
-        });
-    }
-    serde_json::json!({
-        "allocator": format!("{:?}", gateway.runtime().allocator()),
-        "models": models,
-    })
 }

@@ -1,16 +1,28 @@
-//! Model servers the gateway sends tensors to. `tfserving` speaks TF Serving's gRPC API;
-//! `onnx` runs ONNX models in process. Every kind answers the same three questions: predict,
-//! model status, signature metadata.
+//! Where tensors are run: the [`Backend`] seam every route calls through, and its kinds.
+//! `tfserving` speaks TF Serving's gRPC API; `onnx` runs ONNX models in process. Every kind
+//! answers the same three questions: predict, model status, signature metadata.
+//!
+//! - [`Provider`]: a configured `[backends.<name>]`, which gives each route its [`Backend`].
+//! - `counted`: the wrapper every route's backend sits in, counting its failures once.
+//! - `recorded`: a backend that answers from a sample's recorded outputs (`infergate check`).
+//! - `metadata`: what backends report (versions, signatures) and its TF Serving JSON.
 
+mod counted;
 pub mod metadata;
 pub mod onnx;
+mod recorded;
 pub mod tfserving;
 
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use counted::Counted;
 pub use metadata::{ModelMetadata, SignatureInfo, TensorSpec, VersionStatus};
 pub use onnx::{OnnxEngine, OnnxModel};
+pub use recorded::Recorded;
 pub use tfserving::TfServing;
 
 use crate::config::{BackendConfig, ModelConfig};
@@ -73,112 +85,75 @@ pub fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
-/// A configured backend.
-pub enum Backend {
-    TfServing(TfServing),
-    /// A `kind = "onnx"` backend of gateway.toml: the threads and deadline its models share.
-    /// Routes never call it; [`Backend::for_model`] loads each folder's model onto it.
-    OnnxEngine(OnnxEngine),
-    /// One model folder's ONNX model, running on its engine's threads.
-    Onnx(OnnxModel),
-    /// The fake TF Serving called in process, without gRPC: for tests on a paused clock and
-    /// for benchmarks of the gateway alone. Never built from configuration.
-    Fake(crate::fake::FakeBackend, Duration),
-}
+/// A boxed future of a backend call: the trait stays object-safe, so routes and the batcher
+/// hold `Arc<dyn Backend>` whatever the kind.
+pub type BackendFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BackendError>> + Send + 'a>>;
 
-impl Backend {
-    pub fn from_config(name: &str, config: &BackendConfig) -> Result<Self, BackendError> {
-        match config {
-            BackendConfig::Tfserving(tfs) => TfServing::new(name, tfs).map(Backend::TfServing),
-            BackendConfig::Onnx(onnx) => OnnxEngine::new(name, onnx).map(Backend::OnnxEngine),
-        }
-    }
+/// What a route calls to run its model: predict, the versions' status, the signatures.
+///
+/// A trait object rather than an enum of kinds: the batcher, pipeline and views never name a
+/// kind, so a new one (a module and a [`BackendConfig`] variant) touches nothing else, and
+/// tests, benchmarks and `infergate check` plug their own in (the in-process fake, the
+/// recorded outputs of a sample) without the product knowing them. The price is one boxed
+/// future per call, and a call carries a whole batch: noise beside a network round trip.
+pub trait Backend: Send + Sync {
+    /// Runs the model on `inputs` (a whole batch); outputs come back sorted by name. The
+    /// call ends by `deadline` (or the backend's own timeout, whichever is sooner).
+    fn predict<'a>(
+        &'a self,
+        target: &'a ModelTarget,
+        inputs: &'a NamedTensors,
+        deadline: Option<Duration>,
+    ) -> BackendFuture<'a, NamedTensors>;
 
-    /// What the route for `route` (with its `model.toml`) calls: a model server is shared by
-    /// every route naming it; an `onnx` backend loads the folder's own `model_file`.
-    /// CPU-heavy for `onnx`: call it off the async workers, as route loading is.
-    pub fn for_model(
-        self: &Arc<Self>,
-        route: &str,
-        config: &ModelConfig,
-    ) -> Result<Arc<Backend>, onnx::LoadError> {
-        match (self.as_ref(), &config.model_file) {
-            (Backend::OnnxEngine(engine), Some(file)) => {
-                let name = config.model.as_deref().unwrap_or(route);
-                Ok(Arc::new(Backend::Onnx(engine.load(
-                    file,
-                    name,
-                    &config.signature,
-                )?)))
-            }
-            _ => Ok(self.clone()),
-        }
-    }
+    /// The state of the target's versions (all of them for [`VersionChoice::Latest`]).
+    fn status<'a>(&'a self, target: &'a ModelTarget) -> BackendFuture<'a, Vec<VersionStatus>>;
+
+    /// The target version's signatures.
+    fn metadata<'a>(&'a self, target: &'a ModelTarget) -> BackendFuture<'a, ModelMetadata>;
 
     /// How long one call may take.
-    pub fn timeout(&self) -> Duration {
-        match self {
-            Backend::TfServing(b) => b.timeout(),
-            Backend::OnnxEngine(e) => e.timeout(),
-            Backend::Onnx(m) => m.timeout(),
-            Backend::Fake(_, timeout) => *timeout,
-        }
-    }
+    fn timeout(&self) -> Duration;
 
-    /// Runs the model on `inputs`; outputs come back sorted by name.
-    pub async fn predict(
-        &self,
-        target: &ModelTarget,
-        inputs: &NamedTensors,
-        deadline: Option<Duration>,
-    ) -> Result<NamedTensors, BackendError> {
-        match self {
-            Backend::TfServing(b) => b.predict(target, inputs, deadline).await,
-            Backend::Onnx(m) => m.predict(target, inputs, deadline).await,
-            Backend::OnnxEngine(_) => Err(no_model_file()),
-            Backend::Fake(b, timeout) => {
-                let timeout = deadline.map_or(*timeout, |d| d.min(*timeout));
-                match tokio::time::timeout(timeout, b.predict_local(target, inputs)).await {
-                    Ok(result) => result,
-                    Err(_) => Err(BackendError::new(
-                        tonic::Code::DeadlineExceeded,
-                        "fake backend timed out",
-                    )),
-                }
-            }
-        }
-    }
-
-    pub async fn status(&self, target: &ModelTarget) -> Result<Vec<VersionStatus>, BackendError> {
-        match self {
-            Backend::TfServing(b) => b.status(target).await,
-            Backend::Onnx(m) => m.status(target),
-            Backend::OnnxEngine(_) => Err(no_model_file()),
-            Backend::Fake(..) => Err(BackendError::new(
-                tonic::Code::Unimplemented,
-                "the in-process fake has no status",
-            )),
-        }
-    }
-
-    pub async fn metadata(&self, target: &ModelTarget) -> Result<ModelMetadata, BackendError> {
-        match self {
-            Backend::TfServing(b) => b.metadata(target).await,
-            Backend::Onnx(m) => m.metadata(target),
-            Backend::OnnxEngine(_) => Err(no_model_file()),
-            Backend::Fake(..) => Err(BackendError::new(
-                tonic::Code::Unimplemented,
-                "the in-process fake has no metadata",
-            )),
-        }
+    /// What the backend loaded from the model folder, for the route's status (the onnx
+    /// backend's model file); `None` for a model server.
+    fn model_file(&self) -> Option<serde_json::Value> {
+        None
     }
 }
 
-/// An `onnx` engine called as if it were a model: configuration validation requires
-/// `model_file` for onnx backends, so this is a bug, not a user error.
-fn no_model_file() -> BackendError {
-    BackendError::new(
-        tonic::Code::Internal,
-        "an onnx backend was called without a model file",
-    )
+/// A `[backends.<name>]` of gateway.toml, shared by every route naming it: gives each route
+/// the [`Backend`] it calls. A model server hands out itself; an in-process engine loads the
+/// folder's own model onto its threads.
+pub trait Provider: Send + Sync {
+    /// The backend of route `route` (whose `model.toml` is `config`). CPU-heavy for an
+    /// in-process engine: call it off the async workers, as route loading is.
+    fn for_route(
+        self: Arc<Self>,
+        route: &str,
+        config: &ModelConfig,
+    ) -> Result<Arc<dyn Backend>, LoadError>;
+}
+
+/// Starts the backend `[backends.<name>]` configures (clients connect lazily: nothing is
+/// dialled here). The one place that knows every kind.
+pub fn from_config(name: &str, config: &BackendConfig) -> Result<Arc<dyn Provider>, BackendError> {
+    Ok(match config {
+        BackendConfig::Tfserving(tfs) => Arc::new(TfServing::new(name, tfs)?),
+        BackendConfig::Onnx(onnx) => Arc::new(OnnxEngine::new(name, onnx)?),
+    })
+}
+
+/// Why a backend can't serve a model folder (its model file is unreadable or unusable).
+/// Every message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("model file {path}: cannot read: {cause}")]
+    Read {
+        path: PathBuf,
+        /// Not `source`: the message already shows it, and a source would print it twice.
+        cause: std::io::Error,
+    },
+    #[error("model file {path}: not a usable ONNX model: {message}")]
+    Invalid { path: PathBuf, message: String },
 }

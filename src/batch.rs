@@ -96,7 +96,7 @@ impl Drop for QueuePlace {
 struct Shared {
     model: String,
     config: BatchingConfig,
-    backend: Arc<Backend>,
+    backend: Arc<dyn Backend>,
     /// In-flight backend calls for this model (`max_concurrent_batches`).
     permits: Arc<Semaphore>,
     /// How long a request may wait for its batch's answer, queue time included.
@@ -116,7 +116,7 @@ impl Batcher {
     pub fn new(
         model: &str,
         config: BatchingConfig,
-        backend: Arc<Backend>,
+        backend: Arc<dyn Backend>,
         timeout: Duration,
         metrics: ModelMetrics,
     ) -> Self {
@@ -207,7 +207,10 @@ impl Batcher {
     /// The queue for `key`, starting its task on first use. The task owns the receiver and
     /// ends when this batcher (and so every sender) is dropped, after flushing what it holds.
     fn sender(&self, key: BatchKey) -> mpsc::UnboundedSender<Entry> {
-        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        let mut queues = self
+            .queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         queues
             .entry(key.clone())
             .or_insert_with(|| {

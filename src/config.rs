@@ -16,10 +16,11 @@ pub use model::{BatchingConfig, LimitsConfig, ModelConfig};
 /// Why a configuration file can't be used. Messages start with the file's path.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: cannot read: {source}")]
+    #[error("{path}: cannot read: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        /// Not `source`: the message already shows it, and a source would print it twice.
+        cause: std::io::Error,
     },
     /// A TOML syntax error or a key the schema does not know; the message carries line and column.
     #[error("{path}: {message}")]
@@ -41,9 +42,9 @@ impl ConfigError {
 /// Reads a TOML file into `T`, turning serde's errors (which carry the line, column and
 /// offending key) into a [`ConfigError`] that names the file.
 pub(crate) fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     parse_toml(path, &text)
 }

@@ -14,7 +14,9 @@ use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
 use crate::backend::tfserving::{MAX_MESSAGE_BYTES, convert};
-use crate::backend::{BackendError, ModelTarget, VersionChoice};
+use crate::backend::{
+    Backend, BackendError, BackendFuture, ModelMetadata, ModelTarget, VersionChoice, VersionStatus,
+};
 use crate::proto::tensorflow::serving::{
     GetModelMetadataRequest, GetModelMetadataResponse, GetModelStatusRequest,
     GetModelStatusResponse, ModelSpec, ModelVersionStatus, PredictRequest, PredictResponse,
@@ -201,7 +203,10 @@ impl FakeBackend {
 
     /// Calls so far, oldest first.
     pub fn calls(&self) -> Vec<FakeCall> {
-        self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Serves on `listener` until `shutdown` resolves.
@@ -259,7 +264,7 @@ impl FakeBackend {
         let rows = inputs.first().and_then(|(_, t)| t.rows()).unwrap_or(0);
         self.calls
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(FakeCall {
                 model: model.name.clone(),
                 version,
@@ -279,8 +284,16 @@ impl FakeBackend {
         Ok((model.name.clone(), version, signature, outputs))
     }
 
-    /// `Predict` without gRPC, for the in-process [`Backend::Fake`](crate::backend::Backend)
-    /// (tests on a paused clock, benchmarks of the gateway alone).
+    /// This fake called in process, without gRPC, through the [`Backend`] seam: for tests on a
+    /// paused clock and benchmarks of the gateway alone. Calls end after `timeout`.
+    pub fn in_process(&self, timeout: Duration) -> InProcess {
+        InProcess {
+            fake: self.clone(),
+            timeout,
+        }
+    }
+
+    /// `Predict` without gRPC (see [`FakeBackend::in_process`]).
     pub async fn predict_local(
         &self,
         target: &ModelTarget,
@@ -314,6 +327,50 @@ impl FakeBackend {
             ))
         })?;
         Ok((model, spec))
+    }
+}
+
+/// The fake as a [`Backend`] called in process (see [`FakeBackend::in_process`]).
+pub struct InProcess {
+    fake: FakeBackend,
+    timeout: Duration,
+}
+
+impl Backend for InProcess {
+    fn predict<'a>(
+        &'a self,
+        target: &'a ModelTarget,
+        inputs: &'a NamedTensors,
+        deadline: Option<Duration>,
+    ) -> BackendFuture<'a, NamedTensors> {
+        let timeout = deadline.map_or(self.timeout, |d| d.min(self.timeout));
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, self.fake.predict_local(target, inputs)).await {
+                Ok(result) => result,
+                Err(_) => Err(BackendError::new(
+                    tonic::Code::DeadlineExceeded,
+                    "fake backend timed out",
+                )),
+            }
+        })
+    }
+
+    fn status<'a>(&'a self, _target: &'a ModelTarget) -> BackendFuture<'a, Vec<VersionStatus>> {
+        Box::pin(std::future::ready(Err(BackendError::new(
+            tonic::Code::Unimplemented,
+            "the in-process fake has no status",
+        ))))
+    }
+
+    fn metadata<'a>(&'a self, _target: &'a ModelTarget) -> BackendFuture<'a, ModelMetadata> {
+        Box::pin(std::future::ready(Err(BackendError::new(
+            tonic::Code::Unimplemented,
+            "the in-process fake has no metadata",
+        ))))
+    }
+
+    fn timeout(&self) -> Duration {
+        self.timeout
     }
 }
 
@@ -483,19 +540,19 @@ fn typed_proto(tensor: &Tensor) -> TensorProto {
             proto.float_val = data
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect()
+                .collect();
         }
         DType::I64 => {
             proto.int64_val = data
                 .chunks_exact(8)
                 .map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default()))
-                .collect()
+                .collect();
         }
         DType::I32 => {
             proto.int_val = data
                 .chunks_exact(4)
                 .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect()
+                .collect();
         }
         // Other dtypes keep tensor_content; the gateway reads both forms.
         _ => proto.tensor_content = data,

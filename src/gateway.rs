@@ -1,33 +1,31 @@
-//! The running gateway's shared state — config, plugin runtime, backends, live route table —
-//! and how it is built from config: every model folder loaded and checked before any port is
-//! bound.
+//! The running gateway's shared state — config, route store, reloader, metrics — and how it
+//! is built from config: every backend started and every model folder loaded and checked
+//! before any port is bound.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::backend::{Backend, BackendError};
+use crate::backend::{self, BackendError};
 use crate::config::{ConfigError, GatewayConfig};
+use crate::loader::{RouteError, RouteLoader};
 use crate::metrics::Metrics;
-use crate::plugin::{Runtime, RuntimeError};
-use crate::routes::{self, RouteError, RouteStore, RouteTable};
+use crate::plugin::{Host, HostError};
+use crate::reload::{ReloadReport, Reloader};
+use crate::routes::{RouteStore, RouteTable};
 
 pub struct Gateway {
-    config: GatewayConfig,
-    runtime: Runtime,
-    backends: BTreeMap<String, Arc<Backend>>,
-    routes: RouteStore,
-    /// What `GET /metrics` encodes; `metrics` is registered on it.
+    config: Arc<GatewayConfig>,
+    loader: Arc<RouteLoader>,
+    routes: Arc<RouteStore>,
+    reloader: Arc<Reloader>,
+    /// What `GET /metrics` encodes; the loader's metrics are registered on it.
     registry: prometheus_client::registry::Registry,
-    metrics: Metrics,
     /// The bearer token the admin listener requires, if any.
     admin_token: Option<String>,
     /// Set when shutdown begins: `/readyz` turns 503 while in-flight requests finish.
     draining: AtomicBool,
-    /// One rescan at a time (watcher and `POST /admin/reload` may ask together). A tokio
-    /// mutex: it is held across the await of the blocking rescan.
-    reloading: tokio::sync::Mutex<()>,
 }
 
 /// Why the gateway can't start. Route errors are collected so one run reports them all.
@@ -36,7 +34,7 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Runtime(#[from] RuntimeError),
+    Host(#[from] HostError),
     #[error(
         "admin_listen {0} is not a loopback address, so the admin API needs a token: set \
          server.admin_token in gateway.toml or INFERGATE_ADMIN_TOKEN"
@@ -51,12 +49,12 @@ pub enum StartError {
 impl Gateway {
     /// Loads every model folder. Fails if any folder is invalid, naming each one.
     pub fn load(config: GatewayConfig) -> Result<Gateway, StartError> {
-        let runtime = Runtime::sized(config.plugins.max_instances)?
+        let host = Host::sized(config.plugins.max_instances)?
             .with_cache_dir(config.plugins.effective_cache_dir());
-        Self::load_with(config, runtime)
+        Self::load_with(config, host)
     }
 
-    pub fn load_with(config: GatewayConfig, runtime: Runtime) -> Result<Gateway, StartError> {
+    pub fn load_with(config: GatewayConfig, host: Host) -> Result<Gateway, StartError> {
         // Reload and the route table must not be open to the network by accident.
         let admin_token = config.server.effective_admin_token();
         let admin = config.server.admin_listen;
@@ -67,19 +65,21 @@ impl Gateway {
             .backends
             .iter()
             .map(|(name, cfg)| {
-                Backend::from_config(name, cfg)
-                    .map(|b| (name.clone(), Arc::new(b)))
+                backend::from_config(name, cfg)
+                    .map(|b| (name.clone(), b))
                     .map_err(|e| StartError::Backend(name.clone(), e))
             })
             .collect::<Result<BTreeMap<_, _>, _>>()?;
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Metrics::register(&mut registry);
-        let mut table = RouteTable::default();
-        let mut failures = Vec::new();
+        let config = Arc::new(config);
+        let loader = Arc::new(RouteLoader::new(config.clone(), backends, host, metrics));
         // At start every folder must load: a gateway that silently serves half its models is
         // worse than one that says which folder is broken. Later reloads keep going instead.
-        for (name, dir) in routes::model_dirs(&config.plugins.dir)? {
-            match routes::load_route(&name, &dir, &config, &backends, &runtime, &metrics) {
+        let mut table = RouteTable::default();
+        let mut failures = Vec::new();
+        for (name, dir) in loader.model_dirs()? {
+            match loader.load(&name, &dir) {
                 Ok(route) => {
                     table.routes.insert(name, Arc::new(route));
                 }
@@ -89,16 +89,16 @@ impl Gateway {
         if !failures.is_empty() {
             return Err(StartError::Routes(failures));
         }
+        let routes = Arc::new(RouteStore::new(table));
+        let reloader = Arc::new(Reloader::new(loader.clone(), routes.clone()));
         Ok(Gateway {
             config,
-            runtime,
-            backends,
-            routes: RouteStore::new(table),
+            loader,
+            routes,
+            reloader,
             registry,
-            metrics,
             admin_token,
             draining: AtomicBool::new(false),
-            reloading: Default::default(),
         })
     }
 
@@ -106,16 +106,16 @@ impl Gateway {
         &self.config
     }
 
-    pub fn runtime(&self) -> &Runtime {
-        &self.runtime
-    }
-
-    pub fn backends(&self) -> &BTreeMap<String, Arc<Backend>> {
-        &self.backends
+    pub fn host(&self) -> &Host {
+        self.loader.host()
     }
 
     pub fn routes(&self) -> &RouteStore {
         &self.routes
+    }
+
+    pub fn reloader(&self) -> &Arc<Reloader> {
+        &self.reloader
     }
 
     pub fn admin_token(&self) -> Option<&str> {
@@ -132,7 +132,7 @@ impl Gateway {
     }
 
     pub fn metrics(&self) -> &Metrics {
-        &self.metrics
+        self.loader.metrics()
     }
 
     /// Every metric in OpenMetrics text, for `GET /metrics`.
@@ -144,41 +144,14 @@ impl Gateway {
     /// start, so a failure is only reported. Blocks: call it from a blocking thread.
     pub fn warm_up_all(&self) {
         for route in self.routes.snapshot().routes.values() {
-            if let Err(message) = crate::reload::warm_up(&self.runtime, route) {
+            if let Err(message) = self.loader.warm_up(route) {
                 tracing::warn!(model = %route.name, "warm-up failed: {message}");
             }
         }
     }
 
-    fn count_reloads(&self, report: &crate::reload::ReloadReport) {
-        let outcomes = [
-            ("added", &report.added),
-            ("reloaded", &report.reloaded),
-            ("removed", &report.removed),
-        ];
-        for (outcome, models) in outcomes {
-            for model in models {
-                self.metrics.reload(model, outcome);
-            }
-        }
-        for model in report.failed.keys() {
-            self.metrics.reload(model, "failed");
-        }
-    }
-
     /// Rescans the plugin directory now (off the async workers) and swaps in the result.
-    pub async fn reload(self: &Arc<Self>) -> crate::reload::ReloadReport {
-        let _one_at_a_time = self.reloading.lock().await;
-        let gateway = self.clone();
-        match tokio::task::spawn_blocking(move || crate::reload::rescan(&gateway)).await {
-            Ok(report) => {
-                self.count_reloads(&report);
-                report
-            }
-            Err(e) => {
-                tracing::error!("reload task failed: {e}");
-                Default::default()
-            }
-        }
+    pub async fn reload(&self) -> ReloadReport {
+        self.reloader.reload().await
     }
 }

@@ -1,6 +1,6 @@
-//! The public HTTP listener (hyper): reads a request within the body limit, routes it by
-//! [`path::Endpoint`], and turns every result — plugin response, REST JSON, or [`Error`] —
-//! into an HTTP response carrying the request id.
+//! The public HTTP listener (hyper): parses a request — its [`path::Endpoint`], its body
+//! within the limit — hands it to the pipeline or a view, and answers: every result (a
+//! [`Reply`], a view's JSON, or an [`Error`]) becomes an HTTP response carrying the request id.
 
 pub mod path;
 
@@ -13,16 +13,16 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use serde_json::json;
 use tracing::Instrument;
 use tracing::field::Empty;
 
-use crate::backend::code_name;
-use crate::backend::metadata::status_json;
+use crate::backend::VersionChoice;
 use crate::error::Error;
 use crate::gateway::Gateway;
 use crate::pipeline::{self, PredictCall};
-use crate::plugin::PluginResponse;
+use crate::reply::Reply;
+use crate::routes::RouteTable;
+use crate::views;
 use path::{Endpoint, PathError};
 
 pub type Body = Full<Bytes>;
@@ -111,35 +111,21 @@ async fn route(
         )),
         Endpoint::ListModels => Ok(json_response(
             StatusCode::OK,
-            Bytes::from(list_models(&table).to_string()),
+            Bytes::from(views::list_models(&table).to_string()),
         )),
         Endpoint::Status { model, version } => {
             let route = table
                 .get(&model)
                 .ok_or_else(|| unknown_model(&table, model.clone()))?;
-            let versions = route
-                .backend
-                .status(&route.target(version, None))
-                .await
-                .inspect_err(|e| route.metrics.backend_error(code_name(e.code)))?;
-            let mut body = status_json(&versions);
-            body["infergate"] = route_json(&route);
-            body["infergate"]["last_reload_error"] = table
-                .failures
-                .get(&model)
-                .map(|f| json!({ "error": f.message, "at": unix_seconds(f.at) }))
-                .into();
+            let versions = route.backend.status(&route.target(version, None)).await?;
+            let body = views::model_status(&route, &versions, table.failures.get(&model));
             Ok(json_response(StatusCode::OK, Bytes::from(body.to_string())))
         }
         Endpoint::Metadata { model, version } => {
             let route = table
                 .get(&model)
                 .ok_or_else(|| unknown_model(&table, model))?;
-            let metadata = route
-                .backend
-                .metadata(&route.target(version, None))
-                .await
-                .inspect_err(|e| route.metrics.backend_error(code_name(e.code)))?;
+            let metadata = route.backend.metadata(&route.target(version, None)).await?;
             Ok(json_response(
                 StatusCode::OK,
                 Bytes::from(metadata.to_json().to_string()),
@@ -151,28 +137,9 @@ async fn route(
                 .ok_or_else(|| unknown_model(&table, model))?;
             drop(table);
             tracing::Span::current().record("model", route.name.as_str());
-            let metrics = route.metrics.clone();
-            let _in_flight = InFlight::enter(&metrics.in_flight);
-            let started = Instant::now();
-            let version_label = version_label(&version);
-            let result = async {
-                let call = predict_call(gateway, request, version, request_id).await?;
-                pipeline::predict(gateway.runtime(), route, call).await
-            }
-            .await;
-            let status = match &result {
-                Ok(response) => response.status,
-                Err(error) => error.status(),
-            };
-            // Versions a client made up would each become a series; count them together.
-            let version_label = if status == StatusCode::NOT_FOUND {
-                "unknown".to_string()
-            } else {
-                version_label
-            };
-            metrics.request(&version_label, status.as_u16());
-            crate::metrics::observe(&metrics.request_seconds, started.elapsed());
-            Ok(plugin_response(result?))
+            let read = predict_call(gateway, request, version.clone(), request_id);
+            let reply = pipeline::serve(route, version, read).await?;
+            Ok(reply_response(reply))
         }
     }
 }
@@ -180,7 +147,7 @@ async fn route(
 async fn predict_call(
     gateway: &Gateway,
     request: Request<Incoming>,
-    version: crate::backend::VersionChoice,
+    version: VersionChoice,
     request_id: &str,
 ) -> Result<PredictCall, Error> {
     let (parts, body) = request.into_parts();
@@ -220,32 +187,6 @@ async fn predict_call(
 /// The OpenAPI 3 description of this listener's API, served at `GET /openapi.json`.
 pub const OPENAPI: &str = include_str!("../docs/openapi.json");
 
-/// Counts a request in flight until dropped (answered, failed, or its client went away).
-struct InFlight(prometheus_client::metrics::gauge::Gauge);
-
-impl InFlight {
-    fn enter(gauge: &prometheus_client::metrics::gauge::Gauge) -> Self {
-        gauge.inc();
-        Self(gauge.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
-/// The `version` label of a request: `latest`, the number, or `label:<name>`.
-fn version_label(version: &crate::backend::VersionChoice) -> String {
-    use crate::backend::VersionChoice;
-    match version {
-        VersionChoice::Latest => "latest".to_string(),
-        VersionChoice::Number(n) => n.to_string(),
-        VersionChoice::Label(l) => format!("label:{l}"),
-    }
-}
-
 /// `GET /metrics`: every series, in OpenMetrics text.
 pub fn metrics_response(gateway: &Gateway) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from(gateway.encode_metrics())));
@@ -257,7 +198,7 @@ pub fn metrics_response(gateway: &Gateway) -> Response<Body> {
 }
 
 /// 404 for a model that isn't served, saying why when its folder failed to load.
-fn unknown_model(table: &crate::routes::RouteTable, model: String) -> Error {
+fn unknown_model(table: &RouteTable, model: String) -> Error {
     match table.failures.get(&model) {
         Some(failure) => Error::ModelFailed {
             model,
@@ -267,10 +208,10 @@ fn unknown_model(table: &crate::routes::RouteTable, model: String) -> Error {
     }
 }
 
-fn plugin_response(response: PluginResponse) -> Response<Body> {
-    let mut out = Response::new(Full::new(response.body));
-    *out.status_mut() = response.status;
-    *out.headers_mut() = response.headers;
+fn reply_response(reply: Reply) -> Response<Body> {
+    let mut out = Response::new(Full::new(reply.body));
+    *out.status_mut() = reply.status;
+    *out.headers_mut() = reply.headers;
     out
 }
 
@@ -284,67 +225,6 @@ fn json_response(status: StatusCode, body: Bytes) -> Response<Body> {
     response
 }
 
-/// The route table as JSON: every served model with its plugins, and every folder whose last
-/// load failed.
-pub fn list_models(table: &crate::routes::RouteTable) -> serde_json::Value {
-    let models: Vec<serde_json::Value> = table
-        .routes
-        .values()
-        .map(|route| {
-            let mut entry = route_json(route);
-            entry["name"] = json!(route.name);
-            entry
-        })
-        .collect();
-    let failures: serde_json::Map<String, serde_json::Value> = table
-        .failures
-        .iter()
-        .map(|(name, f)| {
-            (
-                name.clone(),
-                json!({ "error": f.message, "at": unix_seconds(f.at) }),
-            )
-        })
-        .collect();
-    json!({ "models": models, "failures": failures })
-}
-
-/// What the gateway knows of a route: backend, plugins (path, digest, load time), and for an
-/// `onnx` backend the model file it runs.
-fn route_json(route: &crate::routes::Route) -> serde_json::Value {
-    let plugin = |p: &Option<Arc<crate::plugin::Plugin>>| {
-        p.as_ref().map(|p| {
-            json!({
-                "path": p.path().display().to_string(),
-                "digest": p.digest(),
-                "loaded_at": unix_seconds(p.loaded_at()),
-            })
-        })
-    };
-    json!({
-        "backend": route.backend_name,
-        "backend_model": route.backend_model(),
-        "signature": route.config.signature,
-        "pre": plugin(&route.pre),
-        "post": plugin(&route.post),
-        "model_file": match route.backend.as_ref() {
-            crate::backend::Backend::Onnx(model) => json!({
-                "path": model.path().display().to_string(),
-                "digest": model.digest(),
-                "version": model.version(),
-            }),
-            _ => serde_json::Value::Null,
-        },
-        "loaded_at": unix_seconds(route.loaded_at),
-    })
-}
-
-pub(crate) fn unix_seconds(t: std::time::SystemTime) -> f64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
 /// The client's `x-request-id` if it is a sane header value, else a new one.
 fn request_id<B>(request: &Request<B>) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -352,10 +232,10 @@ fn request_id<B>(request: &Request<B>) -> String {
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
+        && !id.is_empty()
+        && id.len() <= 128
     {
-        if !id.is_empty() && id.len() <= 128 {
-            return id.to_string();
-        }
+        return id.to_string();
     }
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     format!("{:08x}-{n:08x}", std::process::id())

@@ -12,41 +12,51 @@
 //! - [`config`] — `gateway.toml` and `plugins/<model>/model.toml` as plain data, validated.
 //! - [`gateway`] — the running gateway's shared state, built from config before ports open.
 //! - [`server`] — the accept loop with graceful drain, shared by both listeners.
-//! - [`ingress`] — the public HTTP API: URL grammar, body limit, responses.
+//! - [`ingress`] — the public HTTP API: parses a request (URL grammar, body limit), answers.
 //! - [`admin`] — the operator listener.
-//! - [`pipeline`] — one predict request: pre plugin or REST JSON → backend → post plugin.
+//! - [`views`] — JSON views of the route table, for both listeners.
+//! - [`pipeline`] — one predict request: pre plugin or REST JSON → batcher → post plugin or
+//!   REST JSON, and its accounting in the model's metrics.
+//! - [`reply`] — a predict answer before it is an HTTP response.
 //! - [`batch`] — coalesces concurrent requests into one backend call, splits the answer.
+//! - [`routes`] — a model's route (plugins, backend, batcher) and the table of them, swapped
+//!   whole.
+//! - [`loader`] — model folder → route: config, fingerprint, plugins, backend, warm-up.
 //! - [`reload`] — watches `plugins/`, rebuilds changed folders, swaps the route table.
-//! - [`routes`] — the route table (model → plugins + backend), swapped whole.
-//! - [`plugin`] — the wasmtime runtime: load, sandbox, bound and call plugins.
-//! - [`samples`] — offline plugin checks: a model folder's sample requests and expectations.
-//! - [`backend`] — where tensors are run: `tfserving` (gRPC), `onnx` (tract, in process, on
-//!   its own thread pool), and what they report (status, signature metadata).
+//! - [`plugin`] — the plugin host (wasmtime): load, sandbox, bound and call plugins.
+//! - [`samples`] — offline plugin checks: a model folder's samples through the real pipeline.
+//! - [`backend`] — the seam tensors are run through, and its kinds: `tfserving` (gRPC),
+//!   `onnx` (tract, in process, on its own thread pool); what they report (status, metadata).
 //! - [`rest`] — TF Serving's REST JSON (`instances`/`inputs`, `predictions`/`outputs`).
 //! - [`tensor`] — the one tensor type every format converts to.
 //! - [`error`] — every failure and its HTTP status, in one match.
 //! - [`metrics`] — the Prometheus series behind `GET /metrics`, per gateway, no globals.
 //! - [`proto`] — generated TF Serving protobuf/gRPC code.
-//! - [`fake`] — a fake TF Serving for hermetic tests and benchmarks.
+//! - `fake` — a fake TF Serving for hermetic tests and benchmarks; only with the
+//!   `test-util` feature, never in the release binary.
 
 pub mod admin;
 pub mod backend;
 pub mod batch;
 pub mod config;
 pub mod error;
+#[cfg(feature = "test-util")]
 pub mod fake;
 pub mod gateway;
 pub mod ingress;
+pub mod loader;
 pub mod metrics;
 pub mod pipeline;
 pub mod plugin;
 pub mod proto;
 pub mod reload;
+pub mod reply;
 pub mod rest;
 pub mod routes;
 pub mod samples;
 pub mod server;
 pub mod tensor;
+pub mod views;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -78,7 +88,7 @@ pub async fn run(
         drain,
     );
     // The watcher task is owned here and stops with the listeners.
-    let watcher = reload::watch(gateway.clone(), stopped(stop_rx.clone()));
+    let watcher = reload::watch(gateway.reloader().clone(), stopped(stop_rx.clone()));
     let admin = server::serve(
         admin,
         move |req| admin::handle(gateway.clone(), req),

@@ -1,6 +1,7 @@
 //! The `infergate` command: `serve` runs the gateway, `check` loads and checks a config and
 //! every plugin without serving, and runs each model folder's samples.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -68,10 +69,17 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing(json: bool) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // Dependencies speak at warn (notify logs every watch it drops at info); the gateway's own
+    // events at info. `RUST_LOG` replaces both.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "warn,infergate=info".into());
+    // Colour only for a person at a terminal: never in a log file or a pipe, nor with
+    // `NO_COLOR` set (no-color.org).
+    let ansi = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();
@@ -107,11 +115,7 @@ fn check(path: PathBuf) -> anyhow::Result<()> {
             plugins.join(" ")
         );
         let subject = samples::Subject::of_route(route);
-        let found = runtime.block_on(samples::check_model(
-            gateway.runtime(),
-            &subject,
-            &route.dir,
-        ));
+        let found = runtime.block_on(samples::check_model(&subject));
         print_samples(&found);
         reports.extend(found);
     }
@@ -124,11 +128,11 @@ fn check_folder(dir: PathBuf) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     // Samples run one at a time: a few instance slots are plenty.
-    let plugins = infergate::plugin::Runtime::sized(4)?
+    let host = infergate::plugin::Host::sized(4)?
         .with_cache_dir(infergate::config::PluginsConfig::default().effective_cache_dir());
-    let folder = samples::Folder::load(&plugins, &dir)?;
-    println!("{}: ok, model `{}`", dir.display(), folder.name);
-    let reports = runtime.block_on(samples::check_model(&plugins, &folder.subject(), &dir));
+    let subject = samples::Subject::load(&host, &dir)?;
+    println!("{}: ok, model `{}`", dir.display(), subject.name);
+    let reports = runtime.block_on(samples::check_model(&subject));
     print_samples(&reports);
     samples_verdict(&reports)
 }
@@ -183,11 +187,11 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return ctrl_c.await.unwrap_or(()),
-            };
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            return ctrl_c.await.unwrap_or(());
+        };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

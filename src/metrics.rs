@@ -76,7 +76,8 @@ fn batch_histogram() -> Histogram {
     Histogram::new((0..13).map(|i| f64::powi(2.0, i)))
 }
 
-/// Every series the gateway exports.
+/// Every series the gateway exports. Cloning shares the series (as the registry does).
+#[derive(Clone)]
 pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     request_seconds: HistogramFamily<ModelLabel>,

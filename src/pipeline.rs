@@ -1,17 +1,21 @@
-//! One predict request, start to finish: pre plugin (or TF Serving REST JSON) → backend →
-//! post plugin (or REST JSON). Runs against the route snapshot the request started with.
+//! One predict request, start to finish: pre plugin (or TF Serving REST JSON) → batcher and
+//! backend → post plugin (or REST JSON). Runs against the route snapshot the request started
+//! with. [`serve`] also accounts for the request in the model's series; every ingress and
+//! `infergate check` run requests through here, so there is one pipeline.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode, header};
+use http::StatusCode;
 
 use crate::backend::VersionChoice;
 use crate::error::Error;
 use crate::metrics::observe;
-use crate::plugin::{CallTag, PluginRequest, PluginResponse, Runtime};
+use crate::plugin::{CallTag, PluginRequest, Prepared};
+use crate::reply::Reply;
 use crate::rest::{self, Format, InputSpec};
 use crate::routes::Route;
 use crate::tensor::NamedTensors;
@@ -33,11 +37,57 @@ enum Source {
     Rest { format: Format },
 }
 
-pub async fn predict(
-    runtime: &Runtime,
+/// Serves one predict request for `route` and accounts for it: in flight while it runs,
+/// then counted by version and status, with its duration. `read` produces the call (reading
+/// the body, which may fail with 413 or 400; those are counted too).
+pub async fn serve(
+    route: Arc<Route>,
+    version: VersionChoice,
+    read: impl Future<Output = Result<PredictCall, Error>>,
+) -> Result<Reply, Error> {
+    let metrics = route.metrics.clone();
+    let _in_flight = InFlight::enter(&metrics.in_flight);
+    let started = Instant::now();
+    let label = version_label(&version);
+    let result = match read.await {
+        Ok(call) => predict(route, call).await,
+        Err(e) => Err(e),
+    };
+    let status = match &result {
+        Ok(reply) => reply.status,
+        Err(error) => error.status(),
+    };
+    // Versions a client made up would each become a series; count them together.
+    let label = if status == StatusCode::NOT_FOUND {
+        "unknown".to_string()
+    } else {
+        label
+    };
+    metrics.request(&label, status.as_u16());
+    observe(&metrics.request_seconds, started.elapsed());
+    result
+}
+
+/// Runs one predict request through the route's pipeline.
+pub async fn predict(route: Arc<Route>, call: PredictCall) -> Result<Reply, Error> {
+    run(route, call, None).await
+}
+
+/// [`predict`], showing `tap` what preprocess returned before it goes on: how
+/// `infergate check` compares a sample's expected tensors with the real pipeline's.
+pub async fn predict_tapped(
     route: Arc<Route>,
     call: PredictCall,
-) -> Result<PluginResponse, Error> {
+    tap: &mut (dyn FnMut(&Prepared) + Send),
+) -> Result<Reply, Error> {
+    run(route, call, Some(tap)).await
+}
+
+async fn run(
+    route: Arc<Route>,
+    call: PredictCall,
+    tap: Option<&mut (dyn FnMut(&Prepared) + Send)>,
+) -> Result<Reply, Error> {
     let tag = CallTag {
         model: route.name.clone(),
         request_id: call.request_id.clone(),
@@ -47,11 +97,12 @@ pub async fn predict(
         Some(pre) => {
             let request = plugin_request(&route, &call);
             let started = Instant::now();
-            let prepared = pre
-                .preprocess(runtime, &request, route.limits(), tag.clone())
-                .await;
+            let prepared = pre.preprocess(&request, route.limits(), tag.clone()).await;
             stage_done(&route.metrics.pre_seconds, "pre_us", started);
             let prepared = prepared?;
+            if let Some(tap) = tap {
+                tap(&prepared);
+            }
             (
                 None,
                 prepared.inputs,
@@ -65,11 +116,14 @@ pub async fn predict(
             let signature = body.signature_name.clone();
             let format = body.format;
             let specs = input_specs(&route, &call.version, signature.clone()).await?;
-            (
-                signature,
-                body.into_tensors(&specs)?,
-                Source::Rest { format },
-            )
+            let inputs = body.into_tensors(&specs)?;
+            if let Some(tap) = tap {
+                tap(&Prepared {
+                    inputs: inputs.clone(),
+                    context: Bytes::new(),
+                });
+            }
+            (signature, inputs, Source::Rest { format })
         }
     };
     let target = route.target(call.version.clone(), signature);
@@ -79,7 +133,7 @@ pub async fn predict(
     span.record("backend_us", batched.backend.as_micros() as u64);
     span.record("batch_rows", batched.batch_rows);
     let started = Instant::now();
-    let response = respond(runtime, &route, batched.outputs, source, tag).await;
+    let response = respond(&route, batched.outputs, source, tag).await;
     if route.post.is_some() {
         stage_done(&route.metrics.post_seconds, "post_us", started);
     }
@@ -98,19 +152,18 @@ fn stage_done(
 }
 
 async fn respond(
-    runtime: &Runtime,
     route: &Route,
     outputs: NamedTensors,
     source: Source,
     tag: CallTag,
-) -> Result<PluginResponse, Error> {
+) -> Result<Reply, Error> {
     match (&route.post, source) {
         (Some(post), Source::Plugin { context }) => Ok(post
-            .postprocess(runtime, &outputs, &context, route.limits(), tag)
+            .postprocess(&outputs, &context, route.limits(), tag)
             .await?),
-        (Some(post), Source::Rest { .. }) => Ok(post
-            .postprocess(runtime, &outputs, &[], route.limits(), tag)
-            .await?),
+        (Some(post), Source::Rest { .. }) => {
+            Ok(post.postprocess(&outputs, &[], route.limits(), tag).await?)
+        }
         (None, source) => {
             let format = match source {
                 Source::Rest { format } => format,
@@ -119,16 +172,7 @@ async fn respond(
             };
             let body = rest::render_outputs(format, &outputs)
                 .map_err(|e| Error::BadBackendResponse(e.to_string()))?;
-            let mut headers = http::HeaderMap::new();
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            Ok(PluginResponse {
-                status: StatusCode::OK,
-                headers,
-                body: Bytes::from(body),
-            })
+            Ok(Reply::json(Bytes::from(body)))
         }
     }
 }
@@ -164,11 +208,7 @@ async fn input_specs(
         return Ok(specs);
     }
     let target = route.target(version.clone(), Some(signature.clone()));
-    let metadata = route.backend.metadata(&target).await.inspect_err(|e| {
-        route
-            .metrics
-            .backend_error(crate::backend::code_name(e.code))
-    })?;
+    let metadata = route.backend.metadata(&target).await?;
     let Some(info) = metadata.signatures.get(&signature) else {
         let known: Vec<&str> = metadata.signatures.keys().map(String::as_str).collect();
         return Err(Error::BadRequest(format!(
@@ -196,4 +236,29 @@ async fn input_specs(
     let specs = Arc::new(specs);
     route.cache_inputs(key, specs.clone());
     Ok(specs)
+}
+
+/// Counts a request in flight until dropped (answered, failed, or its client went away).
+struct InFlight(prometheus_client::metrics::gauge::Gauge);
+
+impl InFlight {
+    fn enter(gauge: &prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// The `version` label of a request: `latest`, the number, or `label:<name>`.
+fn version_label(version: &VersionChoice) -> String {
+    match version {
+        VersionChoice::Latest => "latest".to_string(),
+        VersionChoice::Number(n) => n.to_string(),
+        VersionChoice::Label(l) => format!("label:{l}"),
+    }
 }

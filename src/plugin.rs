@@ -1,27 +1,35 @@
-//! The plugin runtime: loads a model's `.wasm` components once (compiled and pre-instantiated,
-//! never on the request path) and runs each call in a fresh, sandboxed, bounded `Store`.
+//! Plugins: a model's `.wasm` components, loaded once (compiled and pre-instantiated, never on
+//! the request path) by the [`Host`], each call run in a fresh, sandboxed, bounded `Store`.
 //!
 //! A plugin file may export `preprocess`, `postprocess` or both (the worlds of
 //! `plugin-sdk/wit/plugin.wit`); loading checks the exports the model needs.
+//!
+//! - `types`: what a call takes and gives (request, prepared tensors, rejection, errors).
+//! - `host`: the shared engine, linker and epoch ticker.
+//! - `sandbox`: one call's state (WASI context, memory cap, captured output, host imports).
+//! - `call`: one call, bounded and classified.
+//! - `convert`: the gateway's types to and from the generated WIT types, checked.
+//! - `bindings`: the generated WIT bindings; `cache`: compiled plugins on disk.
 
 mod bindings;
 mod cache;
 mod call;
 mod convert;
 mod host;
-mod runtime;
+mod sandbox;
+mod types;
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
-pub use call::{CallError, CallLimits, PluginRequest, PluginResponse, Prepared, Rejection};
-pub use host::CallTag;
-pub use runtime::{Allocator, DEFAULT_MAX_INSTANCES, EPOCH_TICK, Runtime, RuntimeError};
+pub use host::{Allocator, DEFAULT_MAX_INSTANCES, EPOCH_TICK, Host, HostError};
+pub use sandbox::CallTag;
+pub use types::{CallError, CallLimits, PluginRequest, Prepared, Rejection};
 
 use bindings::{post::PostprocessorPre, pre::PreprocessorPre};
-use host::HostState;
+use sandbox::Sandbox;
 
 /// Which exports a model needs from a plugin file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,13 +46,14 @@ pub struct LoadError {
     pub reason: String,
 }
 
-/// A compiled, type-checked plugin file, ready to instantiate.
+/// A compiled, type-checked plugin file, ready to instantiate on the host that loaded it.
 pub struct Plugin {
+    host: Host,
     path: PathBuf,
     digest: String,
     loaded_at: SystemTime,
-    pre: Option<PreprocessorPre<HostState>>,
-    post: Option<PostprocessorPre<HostState>>,
+    pre: Option<PreprocessorPre<Sandbox>>,
+    post: Option<PostprocessorPre<Sandbox>>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -59,18 +68,18 @@ impl std::fmt::Debug for Plugin {
 impl Plugin {
     /// Compiles `path` and checks it exports what `needs` asks for. CPU-heavy (Cranelift):
     /// call it from a blocking thread, never on the async runtime.
-    pub fn load(runtime: &Runtime, path: &Path, needs: Needs) -> Result<Plugin, LoadError> {
+    pub fn load(host: &Host, path: &Path, needs: Needs) -> Result<Plugin, LoadError> {
         let fail = |reason: String| LoadError {
             path: path.to_path_buf(),
             reason,
         };
         let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))?;
-        Self::from_bytes(runtime, path, &bytes, needs)
+        Self::from_bytes(host, path, &bytes, needs)
     }
 
     /// Like [`Plugin::load`] for bytes already read; `path` only names them in errors.
     pub fn from_bytes(
-        runtime: &Runtime,
+        host: &Host,
         path: &Path,
         bytes: &[u8],
         needs: Needs,
@@ -85,7 +94,7 @@ impl Plugin {
             ));
         }
         let digest = hex::encode(Sha256::digest(bytes));
-        let component = cache::component(runtime.engine(), runtime.cache_dir(), &digest, bytes).map_err(|e| {
+        let component = cache::component(host.engine(), host.cache_dir(), &digest, bytes).map_err(|e| {
             let text = format!("{e:#}");
             if text.contains("core module") || text.contains("component") && text.contains("expected") {
                 fail(format!("not a WebAssembly component (a core module? build with `--target wasm32-wasip2`): {text}"))
@@ -93,7 +102,7 @@ impl Plugin {
                 fail(format!("invalid WebAssembly component: {text}"))
             }
         })?;
-        let instance_pre = runtime.linker().instantiate_pre(&component).map_err(|e| {
+        let instance_pre = host.linker().instantiate_pre(&component).map_err(|e| {
             fail(format!(
                 "needs an import the gateway does not provide: {e:#}"
             ))
@@ -117,6 +126,7 @@ impl Plugin {
                 ))
             })?;
         Ok(Plugin {
+            host: host.clone(),
             path: path.to_path_buf(),
             digest,
             loaded_at: SystemTime::now(),

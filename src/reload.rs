@@ -18,8 +18,8 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::config::WatchMode;
-use crate::gateway::Gateway;
-use crate::routes::{self, Failure, RouteTable};
+use crate::loader::{self, RouteLoader};
+use crate::routes::{Failure, RouteStore, RouteTable};
 
 /// What one rescan did, by model name.
 #[derive(Debug, Default, Serialize)]
@@ -27,81 +27,150 @@ pub struct ReloadReport {
     pub added: Vec<String>,
     pub reloaded: Vec<String>,
     pub removed: Vec<String>,
-    /// Folders that failed to load (their last good route, if any, still serves).
+    /// Folders that failed to load in this rescan (their last good route, if any, still
+    /// serves).
     pub failed: BTreeMap<String, String>,
+    /// Every folder whose last load failed, by name: this rescan's failures and older ones
+    /// whose files have not changed since.
+    pub failing: BTreeMap<String, String>,
     /// Folders whose files changed while they loaded; the next rescan tries again.
     pub unsettled: Vec<String>,
 }
 
-impl ReloadReport {
-    pub fn changed(&self) -> bool {
-        !(self.added.is_empty()
-            && self.reloaded.is_empty()
-            && self.removed.is_empty()
-            && self.failed.is_empty())
-    }
+/// Rescans the plugin directory on demand (watcher, `POST /admin/reload`) and swaps the
+/// result into the route store. Holds only what that needs: the loader and the store.
+pub struct Reloader {
+    loader: Arc<RouteLoader>,
+    routes: Arc<RouteStore>,
+    /// One rescan at a time (watcher and `POST /admin/reload` may ask together). A tokio
+    /// mutex: it is held across the await of the blocking rescan.
+    one_at_a_time: tokio::sync::Mutex<()>,
 }
 
-/// Rescans the plugin directory and swaps in the result. Runs on a blocking thread (it hashes
-/// files and compiles plugins); concurrent calls are serialized by the gateway.
-pub fn rescan(gateway: &Gateway) -> ReloadReport {
-    let mut report = ReloadReport::default();
-    let config = gateway.config();
-    let dirs = match routes::model_dirs(&config.plugins.dir) {
-        Ok(dirs) => dirs,
-        Err(e) => {
-            // An unreadable plugin dir (mid-swap, unmounted) changes nothing: keep serving.
-            tracing::warn!("reload skipped: {e}");
-            return report;
+impl Reloader {
+    pub fn new(loader: Arc<RouteLoader>, routes: Arc<RouteStore>) -> Self {
+        Self {
+            loader,
+            routes,
+            one_at_a_time: tokio::sync::Mutex::new(()),
         }
-    };
-    let current = gateway.routes().snapshot();
-    let mut next = RouteTable::default();
-    for (name, dir) in dirs {
-        let print = routes::fingerprint(&dir, config);
-        let old = current.routes.get(&name);
-        if let Some(route) = old.filter(|r| r.fingerprint == print) {
-            next.routes.insert(name.clone(), route.clone());
-            if let Some(f) = current
-                .failures
-                .get(&name)
-                .filter(|f| f.fingerprint == print)
-            {
-                next.failures.insert(name, f.clone());
+    }
+
+    /// Rescans now (off the async workers), swaps in the result and counts the outcomes.
+    pub async fn reload(self: &Arc<Self>) -> ReloadReport {
+        let _one_at_a_time = self.one_at_a_time.lock().await;
+        let this = self.clone();
+        match tokio::task::spawn_blocking(move || this.rescan()).await {
+            Ok(report) => {
+                self.count(&report);
+                report
             }
-            continue;
+            Err(e) => {
+                tracing::error!("reload task failed: {e}");
+                ReloadReport::default()
+            }
         }
-        if let Some(failure) = current
-            .failures
-            .get(&name)
-            .filter(|f| f.fingerprint == print)
+    }
+
+    fn count(&self, report: &ReloadReport) {
+        let metrics = self.loader.metrics();
+        let outcomes = [
+            ("added", &report.added),
+            ("reloaded", &report.reloaded),
+            ("removed", &report.removed),
+        ];
+        for (outcome, models) in outcomes {
+            for model in models {
+                metrics.reload(model, outcome);
+            }
+        }
+        for model in report.failed.keys() {
+            metrics.reload(model, "failed");
+        }
+    }
+
+    /// Rescans the plugin directory and swaps in the result. Runs on a blocking thread (it
+    /// hashes files and compiles plugins).
+    fn rescan(&self) -> ReloadReport {
+        let mut report = ReloadReport::default();
+        let dirs = match self.loader.model_dirs() {
+            Ok(dirs) => dirs,
+            Err(e) => {
+                // An unreadable plugin dir (mid-swap, unmounted) changes nothing: keep serving.
+                tracing::warn!("reload skipped: {e}");
+                return report;
+            }
+        };
+        let current = self.routes.snapshot();
+        let mut next = RouteTable::default();
+        for (name, dir) in dirs {
+            self.rescan_folder(&name, &dir, &current, &mut next, &mut report);
+        }
+        for name in current
+            .routes
+            .keys()
+            .filter(|n| !next.routes.contains_key(*n) && !next.failures.contains_key(*n))
         {
+            tracing::info!(model = %name, "removed");
+            report.removed.push(name.clone());
+        }
+        // Every folder still broken, whether it failed this time or before and is unchanged.
+        report.failing = next
+            .failures
+            .iter()
+            .map(|(name, f)| (name.clone(), f.message.clone()))
+            .collect();
+        self.routes.swap(next);
+        report
+    }
+
+    /// Decides one folder's entry in the next table: kept as it is (same fingerprint), its
+    /// known failure kept (same broken inputs), or loaded anew.
+    fn rescan_folder(
+        &self,
+        name: &str,
+        dir: &Path,
+        current: &RouteTable,
+        next: &mut RouteTable,
+        report: &mut ReloadReport,
+    ) {
+        let print = loader::fingerprint(dir);
+        let old = current.routes.get(name);
+        let known_failure = current
+            .failures
+            .get(name)
+            .filter(|f| f.fingerprint == print);
+        if let Some(route) = old.filter(|r| r.fingerprint == print) {
+            next.routes.insert(name.to_string(), route.clone());
+            if let Some(f) = known_failure {
+                next.failures.insert(name.to_string(), f.clone());
+            }
+            return;
+        }
+        if let Some(failure) = known_failure {
             // Same broken inputs as last time: keep what serves, don't recompile or re-log.
             if let Some(route) = old {
-                next.routes.insert(name.clone(), route.clone());
+                next.routes.insert(name.to_string(), route.clone());
             }
-            next.failures.insert(name, failure.clone());
-            continue;
+            next.failures.insert(name.to_string(), failure.clone());
+            return;
         }
-        let built = routes::load_route(
-            &name,
-            &dir,
-            config,
-            gateway.backends(),
-            gateway.runtime(),
-            gateway.metrics(),
-        )
-        .map(Arc::new)
-        .map_err(|e| e.to_string());
+        let built = self
+            .loader
+            .load(name, dir)
+            .map(Arc::new)
+            .map_err(|e| e.to_string());
         let route = match built {
-            Ok(route) if routes::fingerprint(&dir, config) != route.fingerprint => {
-                report.unsettled.push(name.clone());
+            Ok(route) if loader::fingerprint(dir) != route.fingerprint => {
+                report.unsettled.push(name.to_string());
                 if let Some(route) = old {
-                    next.routes.insert(name, route.clone());
+                    next.routes.insert(name.to_string(), route.clone());
                 }
-                continue;
+                return;
             }
-            Ok(route) => warm_up(gateway.runtime(), &route)
+            Ok(route) => self
+                .loader
+                .warm_up(&route)
                 .map(|()| route)
                 .map_err(|e| format!("warm-up failed: {e}")),
             Err(message) => Err(message),
@@ -113,9 +182,9 @@ pub fn rescan(gateway: &Gateway) -> ReloadReport {
                 } else {
                     &mut report.added
                 };
-                list.push(name.clone());
+                list.push(name.to_string());
                 tracing::info!(model = %name, "loaded");
-                next.routes.insert(name, route);
+                next.routes.insert(name.to_string(), route);
             }
             Err(message) => {
                 let keeping = if old.is_some() {
@@ -124,73 +193,25 @@ pub fn rescan(gateway: &Gateway) -> ReloadReport {
                     "not serving it"
                 };
                 tracing::warn!(model = %name, "load failed, {keeping}: {message}");
-                report.failed.insert(name.clone(), message.clone());
+                report.failed.insert(name.to_string(), message.clone());
                 if let Some(route) = old {
-                    next.routes.insert(name.clone(), route.clone());
+                    next.routes.insert(name.to_string(), route.clone());
                 }
                 let failure = Failure {
                     message,
                     at: SystemTime::now(),
                     fingerprint: print,
                 };
-                next.failures.insert(name, failure);
+                next.failures.insert(name.to_string(), failure);
             }
         }
-    }
-    for name in current
-        .routes
-        .keys()
-        .filter(|n| !next.routes.contains_key(*n) && !next.failures.contains_key(*n))
-    {
-        tracing::info!(model = %name, "removed");
-        report.removed.push(name.clone());
-    }
-    gateway.routes().swap(next);
-    report
-}
-
-/// Sends the model's declared warm-up request (`warmup = "<file>"`, a request body) through
-/// the new route's whole pipeline. Runs on a blocking thread, which may wait on the runtime.
-pub fn warm_up(
-    runtime: &crate::plugin::Runtime,
-    route: &Arc<crate::routes::Route>,
-) -> Result<(), String> {
-    let Some(path) = &route.config.warmup else {
-        return Ok(());
-    };
-    let body = std::fs::read(path).map_err(|e| format!("warmup file {}: {e}", path.display()))?;
-    let call = crate::pipeline::PredictCall {
-        version: crate::backend::VersionChoice::Latest,
-        method: "POST".into(),
-        path: format!("/v1/models/{}:predict", route.name),
-        query: String::new(),
-        headers: Vec::new(),
-        body: body.into(),
-        request_id: format!("warmup-{}", route.name),
-    };
-    // `infergate check` loads without a runtime and makes no backend calls.
-    let Ok(handle) = tokio::runtime::Handle::try_current() else {
-        return Ok(());
-    };
-    match handle.block_on(crate::pipeline::predict(runtime, route.clone(), call)) {
-        Ok(response) if response.status.is_success() => Ok(()),
-        Ok(response) => Err(format!(
-            "warmup request ({}) answered {}",
-            path.display(),
-            response.status
-        )),
-        Err(e) => Err(format!(
-            "warmup request ({}) failed with {}: {e}",
-            path.display(),
-            e.status()
-        )),
     }
 }
 
 /// Watches the plugin directory until `shutdown` resolves, rescanning after each quiet period
 /// (or every poll interval). Owned by [`crate::run`].
-pub async fn watch(gateway: Arc<Gateway>, shutdown: impl Future<Output = ()>) {
-    let plugins = &gateway.config().plugins;
+pub async fn watch(reloader: Arc<Reloader>, shutdown: impl Future<Output = ()>) {
+    let plugins = &reloader.loader.config().plugins;
     let quiet = Duration::from_millis(plugins.debounce_ms);
     let (tx, mut events) = mpsc::unbounded_channel::<()>();
     // Keeps the OS watcher alive for the life of this task.
@@ -221,7 +242,7 @@ pub async fn watch(gateway: Arc<Gateway>, shutdown: impl Future<Output = ()>) {
                 Some(period) => tokio::time::sleep(period).await,
                 None => {
                     if events.recv().await.is_none() {
-                        std::future::pending::<()>().await
+                        std::future::pending::<()>().await;
                     }
                 }
             }
@@ -238,7 +259,7 @@ pub async fn watch(gateway: Arc<Gateway>, shutdown: impl Future<Output = ()>) {
                 _ = tokio::time::sleep(quiet) => break,
             }
         }
-        let report = gateway.reload().await;
+        let report = reloader.reload().await;
         if !report.unsettled.is_empty() {
             // Files were still changing: look again after another quiet period.
             let _ = tx.send(());

@@ -219,7 +219,7 @@ impl Tensor {
 
     /// Approximate bytes held, for limits.
     pub fn byte_size(&self) -> usize {
-        self.data.len() + self.strings.iter().map(|s| s.len()).sum::<usize>()
+        self.data.len() + self.strings.iter().map(bytes::Bytes::len).sum::<usize>()
     }
 
     /// `f32` elements, or `None` if this is not an `f32` tensor.

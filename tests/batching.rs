@@ -7,7 +7,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use infergate::backend::{Backend, ModelTarget, VersionChoice};
+use infergate::backend::{ModelTarget, VersionChoice};
 use infergate::batch::{BatchError, Batcher};
 use infergate::config::BatchingConfig;
 use infergate::metrics::ModelMetrics;
@@ -33,7 +33,7 @@ fn windowed(max_batch_size: usize, timeout_us: u64) -> BatchingConfig {
 }
 
 fn batcher(fake: &FakeBackend, config: BatchingConfig) -> Arc<Batcher> {
-    let backend = Arc::new(Backend::Fake(fake.clone(), Duration::from_secs(30)));
+    let backend = Arc::new(fake.in_process(Duration::from_secs(30)));
     Arc::new(Batcher::new(
         "m",
         config,

@@ -35,6 +35,10 @@ async fn metrics_count_known_traffic() {
         .backend("tfs", &backend.url())
         .model("m", "backend = \"tfs\"\n")
         .model("e", &echo)
+        .model(
+            "ghost",
+            "backend = \"tfs\"\nmodel = \"not-on-the-backend\"\n",
+        )
         .start()
         .await
         .unwrap();
@@ -56,6 +60,14 @@ async fn metrics_count_known_traffic() {
         )
         .await;
     assert_eq!(missing.status, 404, "{}", missing.text());
+    // A route whose model the backend doesn't serve: the backend's failure, not the client's.
+    let ghost = gw
+        .post(
+            "/v1/models/ghost:predict",
+            json!({"instances": [[1, 1]]}).to_string(),
+        )
+        .await;
+    assert_eq!(ghost.status, 404, "{}", ghost.text());
     let body = json!({"inputs": {"x": {"dtype": "f32", "shape": [2, 2], "values": [1, 2, 3, 4]}}});
     let plugged = gw.post("/v1/models/e:predict", body.to_string()).await;
     assert_eq!(plugged.status, 200, "{}", plugged.text());
@@ -101,9 +113,19 @@ async fn metrics_count_known_traffic() {
         "infergate_requests_total{model=\"e\",version=\"latest\",status=\"200\"}",
         1.0,
     );
+    // The version the client made up is the client's 404, not a backend failure; the model
+    // the backend lacks is one.
+    assert_eq!(
+        sample(
+            &scrape,
+            &format!("infergate_backend_errors_total{}", m(",code=\"NOT_FOUND\""))
+        ),
+        None,
+        "{scrape}"
+    );
     expect(
         &scrape,
-        &format!("infergate_backend_errors_total{}", m(",code=\"NOT_FOUND\"")),
+        "infergate_backend_errors_total{model=\"ghost\",code=\"NOT_FOUND\"}",
         1.0,
     );
     // Three Predict calls for m, one row each: the 400 never reached the backend, and the
@@ -244,7 +266,46 @@ async fn admin_token_is_required_when_set() {
         .await;
     assert_eq!(plugins.status, 200, "{}", plugins.text());
     assert_eq!(plugins.json()["models"]["m"]["limits"]["memory_mb"], 64);
+    let allocator = plugins.json()["allocator"].clone();
+    assert!(
+        allocator == "pooling" || allocator == "on-demand",
+        "named as the docs name it: {allocator}"
+    );
+    // The scheme is case-insensitive (RFC 9110): clients send `bearer` too.
+    let lowercase = gw
+        .admin_get("/admin/routes", &[("authorization", "bearer s3cret")])
+        .await;
+    assert_eq!(lowercase.status, 200, "{}", lowercase.text());
+    // Probes carry no credentials.
     assert_eq!(gw.admin_get("/healthz", &[]).await.status, 200);
+    let ready = gw.admin_get("/readyz", &[]).await;
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    assert_eq!(ready.json()["status"], "ready");
+    gw.shutdown().await;
+}
+
+/// The admin listener answers as the public one does: a known path with the wrong method is
+/// 405 with `Allow`, an unknown path 404.
+#[tokio::test]
+async fn admin_wrong_method_is_405() {
+    let gw = gateway()
+        .backend("tfs", "http://127.0.0.1:1")
+        .model("m", "backend = \"tfs\"\n")
+        .start()
+        .await
+        .unwrap();
+    let get_reload = gw.admin_get("/admin/reload", &[]).await;
+    assert_eq!(get_reload.status, 405, "{}", get_reload.text());
+    assert_eq!(get_reload.headers["allow"], "POST");
+    assert!(
+        get_reload.error().contains("GET is not allowed"),
+        "{}",
+        get_reload.text()
+    );
+    let post_routes = gw.admin_post("/admin/routes").await;
+    assert_eq!(post_routes.status, 405);
+    assert_eq!(post_routes.headers["allow"], "GET");
+    assert_eq!(gw.admin_get("/admin/nothing", &[]).await.status, 404);
     gw.shutdown().await;
 }
 

@@ -275,10 +275,10 @@ fn samples_do_not_change_the_reload_fingerprint() {
         .write();
     let config = infergate::GatewayConfig::load(&path).unwrap();
     let echo = model_dir(&path, "echo");
-    let before = infergate::routes::fingerprint(&echo, &config);
+    let before = infergate::loader::fingerprint(&echo);
     sample(&echo, "new", &[("request.json", ECHO_REQUEST)]);
-    assert_eq!(infergate::routes::fingerprint(&echo, &config), before);
-    let dirs = infergate::routes::model_dirs(&config.plugins.dir).unwrap();
+    assert_eq!(infergate::loader::fingerprint(&echo), before);
+    let dirs = infergate::loader::model_dirs(&config.plugins.dir).unwrap();
     assert_eq!(dirs.len(), 1, "samples/ is not a model folder");
 }
 

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use infergate::backend::tfserving::convert;
 use infergate::config::LimitsConfig;
-use infergate::plugin::{CallLimits, CallTag, Needs, Plugin, PluginRequest, Runtime};
+use infergate::plugin::{CallLimits, CallTag, Host, Needs, Plugin, PluginRequest};
 use infergate::proto::tensorflow::serving::{ModelSpec, PredictRequest};
 use infergate::tensor::{NamedTensors, Tensor};
 use tokio::time::Instant;
@@ -40,7 +40,7 @@ pub async fn run_all(args: Args) -> anyhow::Result<()> {
         args.row_cost_us,
         plan.warmup,
         plan.measure,
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
     );
     let mut rows = Vec::new();
     let gateway_bin = gateway_binary(&args)?;
@@ -126,7 +126,7 @@ pub struct PrePost {
 impl PrePost {
     async fn measure(png: &Bytes) -> anyhow::Result<Self> {
         const CALLS: usize = 300;
-        let runtime = Runtime::new()?;
+        let runtime = Host::new()?;
         let path = root().join("plugins/digits/plugin.wasm");
         let needs = Needs {
             pre: true,
@@ -164,10 +164,10 @@ impl PrePost {
         let mut prepared = None;
         for i in 0..CALLS + CALLS / 10 {
             let started = StdInstant::now();
-            let p = plugin.preprocess(&runtime, &request, limits, tag()).await?;
+            let p = plugin.preprocess(&request, limits, tag()).await?;
             let mid = StdInstant::now();
             plugin
-                .postprocess(&runtime, &outputs, &p.context, limits, tag())
+                .postprocess(&outputs, &p.context, limits, tag())
                 .await?;
             // The first tenth warms the pooling allocator's slots and the code up.
             if i >= CALLS / 10 {

@@ -15,11 +15,12 @@ use std::time::Duration;
 use tract_onnx::prelude::{
     Framework, InferenceModelExt, TDim, TValue, TVec, TypedModel, TypedRunnableModel,
 };
-use tract_onnx::tract_core::model::IntoRunnable;
 
-use super::{BackendError, ModelMetadata, ModelTarget, SignatureInfo, TensorSpec, VersionChoice};
-use super::{VersionStatus, tfserving::convert as tf};
-use crate::config::OnnxConfig;
+use super::{
+    Backend, BackendError, BackendFuture, LoadError, ModelMetadata, ModelTarget, Provider,
+    SignatureInfo, TensorSpec, VersionChoice, VersionStatus, tfserving::convert as tf,
+};
+use crate::config::{ModelConfig, OnnxConfig};
 use crate::tensor::{DType, NamedTensors};
 pub use pool::{Pool, PoolError};
 
@@ -46,28 +47,12 @@ impl OnnxEngine {
         })
     }
 
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
     /// Loads, checks and optimises `path` for the route that calls it `name` with signature
     /// `signature`. CPU-heavy (tens of milliseconds for a small model): call it off the
     /// async workers, as route loading is.
     pub fn load(&self, path: &Path, name: &str, signature: &str) -> Result<OnnxModel, LoadError> {
         OnnxModel::load(path, name, signature, self.pool.clone(), self.timeout)
     }
-}
-
-/// Why a model file can't be served. Every message names the file.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("model file {path}: cannot read: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("model file {path}: not a usable ONNX model: {message}")]
-    Invalid { path: PathBuf, message: String },
 }
 
 /// One input or output as the model declares it.
@@ -126,9 +111,9 @@ impl OnnxModel {
         };
         // Read the bytes rather than let tract map the file: a file replaced or truncated
         // under a live map is undefined behaviour, and reloads replace files.
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+        let bytes = std::fs::read(path).map_err(|cause| LoadError::Read {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         let digest = {
             use sha2::{Digest, Sha256};
@@ -157,7 +142,7 @@ impl OnnxModel {
         // Optimised for the symbolic batch dim, so any batch size runs the same plan.
         let plan = typed
             .into_optimized()
-            .and_then(|m| m.into_runnable())
+            .and_then(tract_onnx::prelude::IntoRunnable::into_runnable)
             .map_err(|e| invalid(&e))?;
         Ok(Self {
             path: path.to_path_buf(),
@@ -175,10 +160,6 @@ impl OnnxModel {
             pool,
             timeout,
         })
-    }
-
-    pub fn timeout(&self) -> Duration {
-        self.timeout
     }
 
     /// The model file, as loaded.
@@ -281,7 +262,7 @@ impl OnnxModel {
     }
 
     /// Runs the model once on `inputs` (a whole batch) on the pool; outputs sorted by name.
-    pub async fn predict(
+    async fn run(
         &self,
         target: &ModelTarget,
         inputs: &NamedTensors,
@@ -346,7 +327,7 @@ impl OnnxModel {
     }
 
     /// One version, available since it loaded (a model that failed to load is no route).
-    pub fn status(&self, target: &ModelTarget) -> Result<Vec<VersionStatus>, BackendError> {
+    fn version_status(&self, target: &ModelTarget) -> Result<Vec<VersionStatus>, BackendError> {
         let target = ModelTarget {
             signature: self.signature.clone(),
             ..target.clone()
@@ -361,7 +342,7 @@ impl OnnxModel {
     }
 
     /// The model's inputs and outputs as one signature, in TF Serving's terms.
-    pub fn metadata(&self, target: &ModelTarget) -> Result<ModelMetadata, BackendError> {
+    fn signatures(&self, target: &ModelTarget) -> Result<ModelMetadata, BackendError> {
         let target = ModelTarget {
             signature: self.signature.clone(),
             ..target.clone()
@@ -380,6 +361,57 @@ impl OnnxModel {
             version: Some(self.version),
             signatures: BTreeMap::from([(self.signature.clone(), signature)]),
         })
+    }
+}
+
+impl Backend for OnnxModel {
+    fn predict<'a>(
+        &'a self,
+        target: &'a ModelTarget,
+        inputs: &'a NamedTensors,
+        deadline: Option<Duration>,
+    ) -> BackendFuture<'a, NamedTensors> {
+        Box::pin(self.run(target, inputs, deadline))
+    }
+
+    fn status<'a>(&'a self, target: &'a ModelTarget) -> BackendFuture<'a, Vec<VersionStatus>> {
+        Box::pin(std::future::ready(self.version_status(target)))
+    }
+
+    fn metadata<'a>(&'a self, target: &'a ModelTarget) -> BackendFuture<'a, ModelMetadata> {
+        Box::pin(std::future::ready(self.signatures(target)))
+    }
+
+    fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    fn model_file(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({
+            "path": self.path.display().to_string(),
+            "digest": self.digest,
+            "version": self.version,
+        }))
+    }
+}
+
+/// Each route gets the model its folder's `model_file` names, on this engine's threads.
+/// Configuration validation requires `model_file` for onnx backends.
+impl Provider for OnnxEngine {
+    fn for_route(
+        self: Arc<Self>,
+        route: &str,
+        config: &ModelConfig,
+    ) -> Result<Arc<dyn Backend>, LoadError> {
+        let file = config
+            .model_file
+            .as_deref()
+            .ok_or_else(|| LoadError::Invalid {
+                path: route.into(),
+                message: "an onnx backend needs `model_file` in model.toml".into(),
+            })?;
+        let name = config.model.as_deref().unwrap_or(route);
+        Ok(Arc::new(self.load(file, name, &config.signature)?))
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod convert;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -11,10 +12,10 @@ use prost::Message;
 use tonic::transport::{Channel, Endpoint};
 
 use super::{
-    BackendError, ModelMetadata, ModelTarget, SignatureInfo, TensorSpec, VersionChoice,
-    VersionStatus,
+    Backend, BackendError, BackendFuture, LoadError, ModelMetadata, ModelTarget, Provider,
+    SignatureInfo, TensorSpec, VersionChoice, VersionStatus,
 };
-use crate::config::TfServingConfig;
+use crate::config::{ModelConfig, TfServingConfig};
 use crate::proto::tensorflow::TensorInfo;
 use crate::proto::tensorflow::error::Code as TfCode;
 use crate::proto::tensorflow::serving::{
@@ -61,10 +62,6 @@ impl TfServing {
             next: AtomicUsize::new(0),
             timeout: config.timeout(),
         })
-    }
-
-    pub fn timeout(&self) -> Duration {
-        self.timeout
     }
 
     fn channel(&self) -> Channel {
@@ -118,7 +115,7 @@ impl TfServing {
         request
     }
 
-    pub async fn predict(
+    async fn run_predict(
         &self,
         target: &ModelTarget,
         inputs: &NamedTensors,
@@ -150,7 +147,7 @@ impl TfServing {
         Ok(outputs)
     }
 
-    pub async fn status(&self, target: &ModelTarget) -> Result<Vec<VersionStatus>, BackendError> {
+    async fn model_status(&self, target: &ModelTarget) -> Result<Vec<VersionStatus>, BackendError> {
         let mut spec = model_spec(target);
         spec.signature_name.clear();
         if target.version == VersionChoice::Latest {
@@ -172,12 +169,10 @@ impl TfServing {
                 VersionStatus {
                     version: v.version,
                     state: State::try_from(v.state)
-                        .map(|s| s.as_str_name())
-                        .unwrap_or("UNKNOWN")
+                        .map_or("UNKNOWN", |s| s.as_str_name())
                         .to_string(),
                     error_code: TfCode::try_from(status.error_code)
-                        .map(|c| c.as_str_name())
-                        .unwrap_or("UNKNOWN")
+                        .map_or("UNKNOWN", |c| c.as_str_name())
                         .to_string(),
                     error_message: status.error_message,
                 }
@@ -185,7 +180,7 @@ impl TfServing {
             .collect())
     }
 
-    pub async fn metadata(&self, target: &ModelTarget) -> Result<ModelMetadata, BackendError> {
+    async fn model_metadata(&self, target: &ModelTarget) -> Result<ModelMetadata, BackendError> {
         let mut spec = model_spec(target);
         spec.signature_name.clear();
         let message = GetModelMetadataRequest {
@@ -237,6 +232,40 @@ impl TfServing {
             version,
             signatures,
         })
+    }
+}
+
+impl Backend for TfServing {
+    fn predict<'a>(
+        &'a self,
+        target: &'a ModelTarget,
+        inputs: &'a NamedTensors,
+        deadline: Option<Duration>,
+    ) -> BackendFuture<'a, NamedTensors> {
+        Box::pin(self.run_predict(target, inputs, deadline))
+    }
+
+    fn status<'a>(&'a self, target: &'a ModelTarget) -> BackendFuture<'a, Vec<VersionStatus>> {
+        Box::pin(self.model_status(target))
+    }
+
+    fn metadata<'a>(&'a self, target: &'a ModelTarget) -> BackendFuture<'a, ModelMetadata> {
+        Box::pin(self.model_metadata(target))
+    }
+
+    fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
+/// A model server is shared as it is by every route that names it.
+impl Provider for TfServing {
+    fn for_route(
+        self: Arc<Self>,
+        _route: &str,
+        _config: &ModelConfig,
+    ) -> Result<Arc<dyn Backend>, LoadError> {
+        Ok(self)
     }
 }
 

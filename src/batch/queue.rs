@@ -189,10 +189,7 @@ async fn dispatch(
                 Ok(outputs) => {
                     shape::split(&outputs, &rows, sent_rows).map_err(BatchError::BadOutputs)
                 }
-                Err(e) => {
-                    metrics.backend_error(crate::backend::code_name(e.code));
-                    Err(BatchError::Backend(e))
-                }
+                Err(e) => Err(BatchError::Backend(e)),
             }
         }
     };

@@ -166,9 +166,19 @@ fn default_memory_mb() -> u64 {
 }
 
 impl ModelConfig {
-    /// Reads `<dir>/model.toml`, resolves plugin paths against `<dir>` and validates against
-    /// the gateway config (the backend must exist, plugin files must exist).
+    /// Reads `<dir>/model.toml`, resolves file paths against `<dir>` and validates it against
+    /// the gateway config (the backend must exist and fit the folder).
     pub fn load(dir: &Path, gateway: &GatewayConfig) -> Result<Self, ConfigError> {
+        let config = Self::read(dir)?;
+        config.validate_backend(&dir.join("model.toml"), gateway)?;
+        Ok(config)
+    }
+
+    /// Reads and validates `<dir>/model.toml` on its own: everything but what depends on
+    /// gateway.toml (which backend it names, and whether that backend takes a `model_file`,
+    /// which must then exist).
+    /// `infergate check --model` checks a folder this way.
+    pub fn read(dir: &Path) -> Result<Self, ConfigError> {
         let path = dir.join("model.toml");
         let mut config: ModelConfig = read_toml(&path)?;
         for file in [
@@ -182,11 +192,25 @@ impl ModelConfig {
         .flatten()
         {
             if file.is_relative() {
-                *file = dir.join(&*file);
+                *file = lexically_normal(&dir.join(&*file));
             }
         }
-        config.validate(&path, gateway)?;
+        config.validate(&path)?;
         Ok(config)
+    }
+
+    /// Every file this folder's config names: plugins, warm-up request, model file.
+    pub fn files(&self) -> impl Iterator<Item = &Path> {
+        [
+            &self.plugin,
+            &self.pre,
+            &self.post,
+            &self.warmup,
+            &self.model_file,
+        ]
+        .into_iter()
+        .flatten()
+        .map(PathBuf::as_path)
     }
 
     /// The plugin file that runs `preprocess`, if any.
@@ -199,7 +223,9 @@ impl ModelConfig {
         self.plugin.as_deref().or(self.post.as_deref())
     }
 
-    fn validate(&self, path: &Path, gateway: &GatewayConfig) -> Result<(), ConfigError> {
+    /// The backend must be one gateway.toml defines, and take this folder's `model_file`
+    /// (or its absence).
+    fn validate_backend(&self, path: &Path, gateway: &GatewayConfig) -> Result<(), ConfigError> {
         let Some(backend) = gateway.backends.get(&self.backend) else {
             let known: Vec<&str> = gateway.backends.keys().map(String::as_str).collect();
             return Err(ConfigError::invalid(
@@ -211,7 +237,10 @@ impl ModelConfig {
                 ),
             ));
         };
-        self.validate_model_file(path, backend)?;
+        self.validate_model_file(path, backend)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         if self.plugin.is_some() && (self.pre.is_some() || self.post.is_some()) {
             return Err(ConfigError::invalid(
                 path,
@@ -315,4 +344,24 @@ impl ModelConfig {
         }
         Ok(())
     }
+}
+
+/// `a/b/../c` as `a/c`: the path a person would write, for messages and status output.
+/// Lexical, so a `..` after a symlinked folder means its parent as written, not the link
+/// target's.
+fn lexically_normal(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }

@@ -5,75 +5,15 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::Plugin;
 use super::convert;
-use super::host::{CallTag, HostState};
-use super::runtime::{EPOCH_TICK, Runtime};
+use super::host::{EPOCH_TICK, Host};
+use super::sandbox::{CallTag, Sandbox};
+use super::types::{CallError, CallLimits, PluginRequest, Prepared};
+use crate::reply::Reply;
 use crate::tensor::NamedTensors;
-
-/// Bounds on one call, from the model's `[limits]`.
-#[derive(Clone, Copy, Debug)]
-pub struct CallLimits {
-    pub timeout: Duration,
-    pub memory_bytes: usize,
-    /// Largest result accepted from the plugin, in bytes.
-    pub max_output_bytes: usize,
-}
-
-/// The HTTP request as a preprocessor sees it.
-#[derive(Clone, Debug, Default)]
-pub struct PluginRequest {
-    pub model: String,
-    pub version: Option<i64>,
-    pub label: Option<String>,
-    pub method: String,
-    pub path: String,
-    pub query: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Bytes,
-}
-
-/// A preprocessor's result: model inputs sharing one dim 0, and context for the postprocessor.
-#[derive(Clone, Debug)]
-pub struct Prepared {
-    pub inputs: NamedTensors,
-    pub context: Bytes,
-}
-
-/// A postprocessor's result, checked: a valid status, valid header names and values.
-#[derive(Clone, Debug)]
-pub struct PluginResponse {
-    pub status: http::StatusCode,
-    pub headers: http::HeaderMap,
-    pub body: Bytes,
-}
-
-/// A plugin's own "no", with its message for the client.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Rejection {
-    BadRequest(String),
-    Unprocessable(String),
-    Internal(String),
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum CallError {
-    #[error("{}", match .0 { Rejection::BadRequest(m) | Rejection::Unprocessable(m) | Rejection::Internal(m) => m })]
-    Rejected(Rejection),
-    #[error("plugin trapped: {0}")]
-    Trap(String),
-    #[error("plugin exceeded its {}ms deadline", .0.as_millis())]
-    Timeout(Duration),
-    #[error("plugin exceeded its memory limit of {} MiB (limits.memory_mb)", .limit_bytes >> 20)]
-    MemoryLimit { limit_bytes: usize },
-    #[error("plugin returned an invalid result: {0}")]
-    InvalidOutput(String),
-    #[error("plugin {0} does not export `{1}`")]
-    NotExported(String, &'static str),
-}
 
 /// Bytes of result metadata allowed on top of `max_output_bytes`.
 const OUTPUT_ALLOWANCE: usize = 64 << 10;
@@ -87,7 +27,6 @@ impl Plugin {
     /// Runs `preprocess` on a request.
     pub async fn preprocess(
         &self,
-        runtime: &Runtime,
         request: &PluginRequest,
         limits: CallLimits,
         tag: CallTag,
@@ -101,7 +40,7 @@ impl Plugin {
             .metrics
             .as_ref()
             .map(|m| m.pre_instantiate_seconds.clone());
-        let mut store = new_store(runtime, limits, tag);
+        let mut store = new_store(&self.host, limits, tag);
         let outcome = tokio::time::timeout(limits.timeout + OUTER_GRACE, async {
             let started = Instant::now();
             let instance = pre.instantiate_prechecked(&mut store).await?;
@@ -126,12 +65,11 @@ impl Plugin {
     /// Runs `postprocess` on one request's rows of the model outputs.
     pub async fn postprocess(
         &self,
-        runtime: &Runtime,
         outputs: &NamedTensors,
         context: &[u8],
         limits: CallLimits,
         tag: CallTag,
-    ) -> Result<PluginResponse, CallError> {
+    ) -> Result<Reply, CallError> {
         let post = self
             .post
             .as_ref()
@@ -141,7 +79,7 @@ impl Plugin {
             .metrics
             .as_ref()
             .map(|m| m.post_instantiate_seconds.clone());
-        let mut store = new_store(runtime, limits, tag);
+        let mut store = new_store(&self.host, limits, tag);
         let outcome = tokio::time::timeout(limits.timeout + OUTER_GRACE, async {
             let started = Instant::now();
             let instance = post.instantiate_prechecked(&mut store).await?;
@@ -183,8 +121,8 @@ fn check_size(size: usize, limits: CallLimits) -> Result<(), CallError> {
 /// A store for one call: the model's memory cap, and a deadline checked on every epoch tick.
 /// Until the deadline a running guest yields to the async runtime each tick, so a busy plugin
 /// shares its worker thread instead of holding it.
-fn new_store(runtime: &Runtime, limits: CallLimits, tag: CallTag) -> Store<HostState> {
-    let mut store = Store::new(runtime.engine(), HostState::new(tag, limits.memory_bytes));
+fn new_store(host: &Host, limits: CallLimits, tag: CallTag) -> Store<Sandbox> {
+    let mut store = Store::new(host.engine(), Sandbox::new(tag, limits.memory_bytes));
     store.limiter(|state| &mut state.limits);
     // Bounds what the host copies out of the guest while lifting the result, so an oversized
     // output is refused before the host allocates it (the small allowance covers names,
@@ -205,7 +143,7 @@ fn new_store(runtime: &Runtime, limits: CallLimits, tag: CallTag) -> Store<HostS
 /// Turns a finished (or timed out) call into the guest's answer or a [`CallError`].
 fn settle<T>(
     outcome: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,
-    store: &Store<HostState>,
+    store: &Store<Sandbox>,
     limits: CallLimits,
 ) -> Result<T, CallError> {
     store.data().flush_output();

@@ -5,7 +5,8 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use super::bindings::types::{self as wit, Dtype};
-use super::call::{PluginRequest, PluginResponse, Prepared, Rejection};
+use super::types::{PluginRequest, Prepared, Rejection};
+use crate::reply::Reply;
 use crate::tensor::{DType, NamedTensors, Tensor};
 
 pub fn request_to_wit(request: &PluginRequest) -> wit::Request {
@@ -88,7 +89,7 @@ pub fn prepared_from_wit(prepared: wit::Prepared) -> Result<Prepared, String> {
 }
 
 /// Checks a postprocessor's output: a real HTTP status, valid header names and values.
-pub fn response_from_wit(response: wit::Response) -> Result<PluginResponse, String> {
+pub fn response_from_wit(response: wit::Response) -> Result<Reply, String> {
     let status = StatusCode::from_u16(response.status)
         .ok()
         .filter(|s| (100..=599).contains(&s.as_u16()) && !s.is_informational())
@@ -106,7 +107,7 @@ pub fn response_from_wit(response: wit::Response) -> Result<PluginResponse, Stri
             .map_err(|_| format!("header `{name}` has an invalid value"))?;
         headers.append(header, value);
     }
-    Ok(PluginResponse {
+    Ok(Reply {
         status,
         headers,
         body: Bytes::from(response.body),

@@ -1,187 +1,225 @@
-//! The state each plugin call's `Store` owns: the sandboxed WASI context (no preopens, no
-//! environment, no network; stdout/stderr captured into bounded buffers), the memory limiter,
-//! and the `host` interface plugins import (logging, tagged with model and request id).
+//! The plugin host: the one wasmtime `Engine` every plugin shares, its `Linker` (WASI sandbox +
+//! the `host` interface), and the epoch ticker thread that lets calls be interrupted at a
+//! deadline.
 
-use wasmtime::ResourceLimiter;
-use wasmtime::component::ResourceTable;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
-use super::bindings::host::{self, Level};
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-/// Bytes of guest stdout/stderr kept per call; writes past it fail inside the guest.
-const CAPTURE_BYTES: usize = 64 << 10;
+use super::bindings::host as imports;
+use super::sandbox::Sandbox;
 
-/// Longest plugin log message kept; a plugin must not be able to flood the log pipeline.
-const MAX_LOG_LINE: usize = 4096;
+/// How often the epoch advances. A call past its deadline is interrupted within one tick, and
+/// a running call yields to the async runtime once per tick so it never hogs a worker thread.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
-/// Who a call is for, so plugin log lines can say so (and where its timings go).
-#[derive(Clone, Debug, Default)]
-pub struct CallTag {
-    pub model: String,
-    pub request_id: String,
-    /// The model's series, for the instantiation time; `None` outside a gateway.
-    pub metrics: Option<crate::metrics::ModelMetrics>,
+/// Plugin instances that may exist at once (pooling allocator slots) unless configured.
+pub const DEFAULT_MAX_INSTANCES: u32 = 1000;
+
+/// Ceiling of any one linear memory; per-model `limits.memory_mb` caps below it.
+const MAX_MEMORY_BYTES: usize = 4 << 30;
+
+/// Which instance allocator the engine ended up with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Allocator {
+    Pooling,
+    OnDemand,
 }
 
-pub struct HostState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    pub(super) limits: MemoryCap,
-    tag: CallTag,
-    stdout: MemoryOutputPipe,
-    stderr: MemoryOutputPipe,
-    /// The last error-level line the plugin logged (the SDK logs its panic message there).
-    last_error: Option<String>,
+impl Allocator {
+    /// `pooling` or `on-demand`, as the docs and `GET /admin/plugins` name them.
+    pub fn name(self) -> &'static str {
+        match self {
+            Allocator::Pooling => "pooling",
+            Allocator::OnDemand => "on-demand",
+        }
+    }
 }
 
-impl HostState {
-    pub fn new(tag: CallTag, memory_bytes: usize) -> Self {
-        let stdout = MemoryOutputPipe::new(CAPTURE_BYTES);
-        let stderr = MemoryOutputPipe::new(CAPTURE_BYTES);
-        // The builder's defaults grant nothing: no preopened directories, no environment or
-        // arguments, sockets denied, stdin closed.
-        let wasi = WasiCtx::builder()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .build();
-        let limits = MemoryCap {
-            max_bytes: memory_bytes,
-            denied: None,
+/// Shared wasmtime state. Cloning is cheap; the ticker stops when the last clone drops.
+#[derive(Clone)]
+pub struct Host {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    /// Where compiled plugins are cached; `None` compiles every load.
+    cache_dir: Option<std::path::PathBuf>,
+    linker: Linker<Sandbox>,
+    allocator: Allocator,
+    _ticker: Ticker,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the plugin host: {0}")]
+pub struct HostError(String);
+
+impl Host {
+    /// Builds the engine (pooling allocator when the address space allows it) and linker.
+    pub fn new() -> Result<Self, HostError> {
+        Self::sized(DEFAULT_MAX_INSTANCES)
+    }
+
+    /// Like [`Host::new`], with `max_instances` pooling slots (`plugins.max_instances`):
+    /// the plugin calls that may run at once across all models.
+    pub fn sized(max_instances: u32) -> Result<Self, HostError> {
+        let allocator = if pooling_fits() {
+            Allocator::Pooling
+        } else {
+            Allocator::OnDemand
         };
+        Self::build(allocator, max_instances)
+    }
+
+    /// Caches compiled plugins in `dir` (see [`super::cache`]). Call it on a new runtime,
+    /// before it is cloned; a shared runtime keeps its setting.
+    pub fn with_cache_dir(mut self, dir: Option<std::path::PathBuf>) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.cache_dir = dir,
+            None => tracing::warn!("plugin cache dir not set: the runtime is already shared"),
+        }
+        self
+    }
+
+    pub fn cache_dir(&self) -> Option<&std::path::Path> {
+        self.inner.cache_dir.as_deref()
+    }
+
+    pub fn with_allocator(allocator: Allocator) -> Result<Self, HostError> {
+        Self::build(allocator, DEFAULT_MAX_INSTANCES)
+    }
+
+    fn build(allocator: Allocator, max_instances: u32) -> Result<Self, HostError> {
+        let engine = Engine::new(&engine_config(allocator, max_instances.max(1)))
+            .map_err(|e| HostError(e.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| HostError(e.to_string()))?;
+        imports::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(|e| HostError(e.to_string()))?;
+        let ticker = Ticker::start(&engine);
+        tracing::debug!(?allocator, "plugin runtime ready");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                engine,
+                cache_dir: None,
+                linker,
+                allocator,
+                _ticker: ticker,
+            }),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub(super) fn linker(&self) -> &Linker<Sandbox> {
+        &self.inner.linker
+    }
+
+    pub fn allocator(&self) -> Allocator {
+        self.inner.allocator
+    }
+}
+
+fn engine_config(allocator: Allocator, max_instances: u32) -> Config {
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .cranelift_opt_level(wasmtime::OptLevel::Speed);
+    // `perf` can name the frames of plugin code (`/tmp/perf-<pid>.map`): how a slow plugin
+    // gets profiled. Off by default, since the map grows with every (re)load.
+    if std::env::var_os("INFERGATE_PERFMAP").is_some_and(|v| v == "1") {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
+    if allocator == Allocator::Pooling {
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(max_instances)
+            .total_core_instances(max_instances * 4)
+            .total_memories(max_instances * 2)
+            .total_tables(max_instances * 2)
+            .total_stacks(max_instances)
+            .max_memory_size(MAX_MEMORY_BYTES)
+            .max_component_instance_size(10 << 20)
+            .max_core_instance_size(10 << 20)
+            .max_core_instances_per_component(64)
+            .max_memories_per_component(16)
+            .max_tables_per_component(64)
+            .table_elements(100_000)
+            // Keeping the first pages of a reused slot resident trades a memset for page faults.
+            .linear_memory_keep_resident(2 << 20)
+            .table_keep_resident(512 << 10)
+            // Without it that memset covers the whole 2 MiB on every call, dirty or not (over
+            // half of a small plugin's call); with it (Linux 6.7+, ignored elsewhere) only the
+            // pages the call actually wrote are reset.
+            .pagemap_scan(Enabled::Auto);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
+}
+
+/// Whether this process can reserve the pooling allocator's address space. Small VMs,
+/// containers with a VA limit and 39-bit address spaces can't; those fall back to on-demand
+/// allocation (the same probe `wasmtime serve` and Spin run). `INFERGATE_POOLING=0|1` overrides.
+fn pooling_fits() -> bool {
+    match std::env::var("INFERGATE_POOLING").as_deref() {
+        Ok("0") => return false,
+        Ok("1") => return true,
+        _ => {}
+    }
+    let mut config = Config::new();
+    config.wasm_memory64(true).memory_reservation(1 << 42);
+    let Ok(engine) = Engine::new(&config) else {
+        return false;
+    };
+    let mut store = wasmtime::Store::new(&engine, ());
+    let ty = wasmtime::MemoryType::new64(0, None);
+    wasmtime::Memory::new(&mut store, ty).is_ok()
+}
+
+/// A thread that advances the engine's epoch every [`EPOCH_TICK`]. It holds only a weak
+/// engine handle and stops when dropped (with the runtime) or when the engine is gone.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Ticker {
+    fn start(engine: &Engine) -> Self {
+        let weak = engine.weak();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("infergate-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .expect("spawning the epoch ticker thread");
         Self {
-            wasi,
-            table: ResourceTable::new(),
-            limits,
-            tag,
-            stdout,
-            stderr,
-            last_error: None,
-        }
-    }
-
-    /// Writes whatever the guest printed to the log, one line per line, tagged with the call.
-    pub fn flush_output(&self) {
-        for (stream, pipe) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
-            let bytes = pipe.contents();
-            for line in String::from_utf8_lossy(&bytes)
-                .lines()
-                .filter(|l| !l.is_empty())
-            {
-                tracing::info!(model = %self.tag.model, request_id = %self.tag.request_id, stream, "plugin: {line}");
-            }
+            stop,
+            handle: Some(handle),
         }
     }
 }
 
-impl HostState {
-    /// What the plugin last said went wrong — for a Rust guest that traps, its panic message:
-    /// the last error it logged (the SDK logs panics), else the last line of its stderr (where
-    /// Rust's default panic hook writes).
-    pub fn last_complaint(&self) -> Option<String> {
-        if let Some(line) = &self.last_error {
-            return Some(line.chars().take(512).collect());
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
         }
-        let bytes = self.stderr.contents();
-        let text = String::from_utf8_lossy(&bytes);
-        text.lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .map(|l| l.chars().take(512).collect())
-    }
-}
-
-impl WasiView for HostState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl host::Host for HostState {
-    fn log(&mut self, level: Level, mut message: String) {
-        if message.len() > MAX_LOG_LINE {
-            let mut end = MAX_LOG_LINE;
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            message.truncate(end);
-            message.push('…');
-        }
-        let (model, request_id) = (&self.tag.model, &self.tag.request_id);
-        match level {
-            Level::Trace => {
-                tracing::trace!(model = %model, request_id = %request_id, "plugin: {message}")
-            }
-            Level::Debug => {
-                tracing::debug!(model = %model, request_id = %request_id, "plugin: {message}")
-            }
-            Level::Info => {
-                tracing::info!(model = %model, request_id = %request_id, "plugin: {message}")
-            }
-            Level::Warn => {
-                tracing::warn!(model = %model, request_id = %request_id, "plugin: {message}")
-            }
-            Level::Error => {
-                tracing::error!(model = %model, request_id = %request_id, "plugin: {message}")
-            }
-        }
-        if matches!(level, Level::Error) {
-            self.last_error = Some(message);
-        }
-    }
-}
-
-/// Caps each linear memory of a call at the model's `limits.memory_mb`. A denied growth traps
-/// at once (rather than letting the guest see a failed `memory.grow`, which Rust turns into an
-/// abort far from the cause) and is remembered so the error can say it was the memory cap.
-pub struct MemoryCap {
-    max_bytes: usize,
-    /// The size a denied growth asked for.
-    pub denied: Option<usize>,
-}
-
-impl MemoryCap {
-    pub fn max_bytes(&self) -> usize {
-        self.max_bytes
-    }
-}
-
-impl ResourceLimiter for MemoryCap {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.max_bytes {
-            self.denied = Some(desired);
-            wasmtime::bail!("plugin memory limit reached: growing to {desired} bytes");
-        }
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        // Tables hold function references; a million entries is far past any real plugin.
-        Ok(desired <= 1_000_000)
-    }
-
-    fn instances(&self) -> usize {
-        64
-    }
-
-    fn tables(&self) -> usize {
-        64
-    }
-
-    fn memories(&self) -> usize {
-        16
     }
 }

@@ -87,7 +87,7 @@ impl Column {
             }
             (DType::Bool, Tok::Bool(b)) => self.data.push(u8::from(b)),
             (DType::F16 | DType::BF16 | DType::F32 | DType::F64, Tok::NonFinite(v)) => {
-                self.push_non_finite(v)
+                self.push_non_finite(v);
             }
             (_, Tok::Num { start, end, int }) => {
                 self.push_number(doc.text.get(start..end).unwrap_or_default(), int, place)?;

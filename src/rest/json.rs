@@ -396,7 +396,7 @@ impl Reader<'_> {
             .flatten();
         match code {
             0xD800..=0xDBFF if pair.is_some_and(|c| (0xDC00..=0xDFFF).contains(&c)) => {
-                self.pos += 12
+                self.pos += 12;
             }
             0xD800..=0xDFFF => return Err(self.error("a \\u escape holds an unpaired surrogate")),
             _ => self.pos += 6,

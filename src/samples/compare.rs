@@ -1,10 +1,11 @@
 //! Expected against got, as readable differences: tensors (names, dtype, shape, then the first
-//! differing elements by index) and JSON bodies (the path of each difference). Floats compare
+//! differing elements by index), responses (status, headers) and JSON bodies (the path of
+//! each difference). Floats compare
 //! within a [`Tolerance`]; everything else exactly. An empty list means they match.
 
 use serde_json::Value;
 
-use super::files::Tolerance;
+use super::files::{ExpectedBody, ExpectedResponse, Tolerance};
 use crate::tensor::{DType, NamedTensors, Tensor, half};
 
 /// Differing elements listed per tensor, and differences listed per JSON body; more would
@@ -31,7 +32,7 @@ pub fn tensors(
                         true => d,
                         false => format!("{role} `{name}`: {d}"),
                     },
-                ))
+                ));
             }
         }
     }
@@ -279,6 +280,58 @@ fn walk(want: &Value, have: &Value, tol: Tolerance, path: &str, diffs: &mut Vec<
 
 fn text(v: &Value) -> String {
     truncate(&v.to_string())
+}
+
+/// The response a client got, from a post plugin, the REST renderer or an error.
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: bytes::Bytes,
+}
+
+/// Differences between `response.json` and the response the client got.
+pub fn response(expected: &ExpectedResponse, got: &Answer, tol: Tolerance) -> Vec<String> {
+    let mut diffs = Vec::new();
+    if expected.status != got.status {
+        diffs.push(format!(
+            "status: expected {}, got {}",
+            expected.status, got.status
+        ));
+    }
+    for (name, want) in &expected.headers {
+        match got
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        {
+            None => diffs.push(format!("header `{name}`: missing (expected {want:?})")),
+            Some((_, have)) if have != want => {
+                diffs.push(format!("header `{name}`: expected {want:?}, got {have:?}"));
+            }
+            Some(_) => {}
+        }
+    }
+    match &expected.body {
+        ExpectedBody::Any => {}
+        ExpectedBody::Text(want) => {
+            let have = String::from_utf8_lossy(&got.body);
+            if *want != have {
+                diffs.push(format!("body: expected {want:?}, got {have:?}"));
+            }
+        }
+        ExpectedBody::Json(want) => match serde_json::from_slice(&got.body) {
+            Ok(have) => diffs.extend(
+                json(want, &have, tol)
+                    .into_iter()
+                    .map(|d| format!("body {d}")),
+            ),
+            Err(e) => diffs.push(format!(
+                "body: expected JSON, got {:?} ({e})",
+                String::from_utf8_lossy(&got.body)
+            )),
+        },
+    }
+    diffs
 }
 
 #[cfg(test)]

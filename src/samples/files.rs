@@ -193,7 +193,7 @@ impl Sample {
 fn strip(error: &crate::config::ConfigError) -> String {
     use crate::config::ConfigError::*;
     match error {
-        Read { source, .. } => format!("cannot read: {source}"),
+        Read { cause, .. } => format!("cannot read: {cause}"),
         Parse { message, .. } | Invalid { message, .. } => message.clone(),
     }
 }

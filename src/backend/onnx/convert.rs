@@ -84,7 +84,7 @@ where
         .to_plain_array_view::<T>()
         .map_err(|e| e.to_string())?;
     let mut out = Vec::with_capacity(view.len() * N);
-    for value in view.iter() {
+    for value in &view {
         out.extend_from_slice(&encode(value));
     }
     Ok(out)

@@ -43,7 +43,10 @@ impl Pool {
                 .name(format!("{name}-{i}"))
                 .spawn(move || {
                     loop {
-                        let next = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        let next = queue
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .recv();
                         match next {
                             Ok(job) => job(),
                             Err(_) => return,
@@ -81,7 +84,7 @@ impl Pool {
             let outcome = catch_unwind(AssertUnwindSafe(job)).map_err(|panic| {
                 let message = panic
                     .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
+                    .map(std::string::ToString::to_string)
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "no message".into());
                 PoolError::Panicked(message)

@@ -151,9 +151,10 @@ pub fn dtype_from_proto(dtype: DataType) -> Option<DType> {
 
 /// `DT_FLOAT`-style name of a dtype number, for messages and metadata JSON.
 pub fn dtype_label(dtype: i32) -> String {
-    DataType::try_from(dtype)
-        .map(|d| d.as_str_name().to_string())
-        .unwrap_or_else(|_| format!("dtype {dtype}"))
+    DataType::try_from(dtype).map_or_else(
+        |_| format!("dtype {dtype}"),
+        |d| d.as_str_name().to_string(),
+    )
 }
 
 #[cfg(test)]

@@ -1,0 +1,188 @@
+//! The sandbox: the state each plugin call's `Store` owns — the WASI context (no preopens, no
+//! environment, no network; stdout/stderr captured into bounded buffers), the memory limiter,
+//! and the `host` interface plugins import (logging, tagged with model and request id).
+
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::host::{self as imports, Level};
+
+/// Bytes of guest stdout/stderr kept per call; writes past it fail inside the guest.
+const CAPTURE_BYTES: usize = 64 << 10;
+
+/// Longest plugin log message kept; a plugin must not be able to flood the log pipeline.
+const MAX_LOG_LINE: usize = 4096;
+
+/// Who a call is for, so plugin log lines can say so (and where its timings go).
+#[derive(Clone, Debug, Default)]
+pub struct CallTag {
+    pub model: String,
+    pub request_id: String,
+    /// The model's series, for the instantiation time; `None` outside a gateway.
+    pub metrics: Option<crate::metrics::ModelMetrics>,
+}
+
+/// One call's state, dropped with its `Store` when the call ends.
+pub struct Sandbox {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(super) limits: MemoryCap,
+    tag: CallTag,
+    stdout: MemoryOutputPipe,
+    stderr: MemoryOutputPipe,
+    /// The last error-level line the plugin logged (the SDK logs its panic message there).
+    last_error: Option<String>,
+}
+
+impl Sandbox {
+    pub fn new(tag: CallTag, memory_bytes: usize) -> Self {
+        let stdout = MemoryOutputPipe::new(CAPTURE_BYTES);
+        let stderr = MemoryOutputPipe::new(CAPTURE_BYTES);
+        // The builder's defaults grant nothing: no preopened directories, no environment or
+        // arguments, sockets denied, stdin closed.
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .build();
+        let limits = MemoryCap {
+            max_bytes: memory_bytes,
+            denied: None,
+        };
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            limits,
+            tag,
+            stdout,
+            stderr,
+            last_error: None,
+        }
+    }
+
+    /// Writes whatever the guest printed to the log, one line per line, tagged with the call.
+    pub fn flush_output(&self) {
+        for (stream, pipe) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
+            let bytes = pipe.contents();
+            for line in String::from_utf8_lossy(&bytes)
+                .lines()
+                .filter(|l| !l.is_empty())
+            {
+                tracing::info!(model = %self.tag.model, request_id = %self.tag.request_id, stream, "plugin: {line}");
+            }
+        }
+    }
+}
+
+impl Sandbox {
+    /// What the plugin last said went wrong — for a Rust guest that traps, its panic message:
+    /// the last error it logged (the SDK logs panics), else the last line of its stderr (where
+    /// Rust's default panic hook writes).
+    pub fn last_complaint(&self) -> Option<String> {
+        if let Some(line) = &self.last_error {
+            return Some(line.chars().take(512).collect());
+        }
+        let bytes = self.stderr.contents();
+        let text = String::from_utf8_lossy(&bytes);
+        text.lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map(|l| l.chars().take(512).collect())
+    }
+}
+
+impl WasiView for Sandbox {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl imports::Host for Sandbox {
+    fn log(&mut self, level: Level, mut message: String) {
+        if message.len() > MAX_LOG_LINE {
+            let mut end = MAX_LOG_LINE;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push('…');
+        }
+        let (model, request_id) = (&self.tag.model, &self.tag.request_id);
+        match level {
+            Level::Trace => {
+                tracing::trace!(model = %model, request_id = %request_id, "plugin: {message}");
+            }
+            Level::Debug => {
+                tracing::debug!(model = %model, request_id = %request_id, "plugin: {message}");
+            }
+            Level::Info => {
+                tracing::info!(model = %model, request_id = %request_id, "plugin: {message}");
+            }
+            Level::Warn => {
+                tracing::warn!(model = %model, request_id = %request_id, "plugin: {message}");
+            }
+            Level::Error => {
+                tracing::error!(model = %model, request_id = %request_id, "plugin: {message}");
+            }
+        }
+        if matches!(level, Level::Error) {
+            self.last_error = Some(message);
+        }
+    }
+}
+
+/// Caps each linear memory of a call at the model's `limits.memory_mb`. A denied growth traps
+/// at once (rather than letting the guest see a failed `memory.grow`, which Rust turns into an
+/// abort far from the cause) and is remembered so the error can say it was the memory cap.
+pub struct MemoryCap {
+    max_bytes: usize,
+    /// The size a denied growth asked for.
+    pub denied: Option<usize>,
+}
+
+impl MemoryCap {
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.denied = Some(desired);
+            wasmtime::bail!("plugin memory limit reached: growing to {desired} bytes");
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Tables hold function references; a million entries is far past any real plugin.
+        Ok(desired <= 1_000_000)
+    }
+
+    fn instances(&self) -> usize {
+        64
+    }
+
+    fn tables(&self) -> usize {
+        64
+    }
+
+    fn memories(&self) -> usize {
+        16
+    }
+}
