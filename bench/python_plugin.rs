@@ -84,7 +84,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     let warmup = Duration::from_millis(if args.quick { 300 } else { 800 });
     let mut routes: Vec<(String, PathBuf)> = ROUTES
         .iter()
-        .map(|(name, path)| (name.to_string(), root.join(path)))
+        .map(|&(name, path)| (name.to_string(), root.join(path)))
         .collect();
     routes.extend(args.extra.iter().cloned());
     let gateway = Gateway::start(&root, &routes)?;
