@@ -266,7 +266,46 @@ async fn admin_token_is_required_when_set() {
         .await;
     assert_eq!(plugins.status, 200, "{}", plugins.text());
     assert_eq!(plugins.json()["models"]["m"]["limits"]["memory_mb"], 64);
+    let allocator = plugins.json()["allocator"].clone();
+    assert!(
+        allocator == "pooling" || allocator == "on-demand",
+        "named as the docs name it: {allocator}"
+    );
+    // The scheme is case-insensitive (RFC 9110): clients send `bearer` too.
+    let lowercase = gw
+        .admin_get("/admin/routes", &[("authorization", "bearer s3cret")])
+        .await;
+    assert_eq!(lowercase.status, 200, "{}", lowercase.text());
+    // Probes carry no credentials.
     assert_eq!(gw.admin_get("/healthz", &[]).await.status, 200);
+    let ready = gw.admin_get("/readyz", &[]).await;
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    assert_eq!(ready.json()["status"], "ready");
+    gw.shutdown().await;
+}
+
+/// The admin listener answers as the public one does: a known path with the wrong method is
+/// 405 with `Allow`, an unknown path 404.
+#[tokio::test]
+async fn admin_wrong_method_is_405() {
+    let gw = gateway()
+        .backend("tfs", "http://127.0.0.1:1")
+        .model("m", "backend = \"tfs\"\n")
+        .start()
+        .await
+        .unwrap();
+    let get_reload = gw.admin_get("/admin/reload", &[]).await;
+    assert_eq!(get_reload.status, 405, "{}", get_reload.text());
+    assert_eq!(get_reload.headers["allow"], "POST");
+    assert!(
+        get_reload.error().contains("GET is not allowed"),
+        "{}",
+        get_reload.text()
+    );
+    let post_routes = gw.admin_post("/admin/routes").await;
+    assert_eq!(post_routes.status, 405);
+    assert_eq!(post_routes.headers["allow"], "GET");
+    assert_eq!(gw.admin_get("/admin/nothing", &[]).await.status, 404);
     gw.shutdown().await;
 }
 
