@@ -6,6 +6,8 @@
 //! Names are prefixed `infergate_`, in base units (seconds, rows), counters end in `_total`.
 //! The exposition is OpenMetrics text, which Prometheus scrapes natively.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -14,6 +16,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
+
+/// Versions and labels of one model that get a `version` label value of their own; any
+/// beyond them (and any that never answered 2xx) count as `other`.
+pub const MAX_VERSION_LABELS: usize = 32;
 
 /// The content type of [`encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -26,7 +32,8 @@ pub struct ModelLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub model: String,
-    /// `latest`, a version number, or `label:<name>`.
+    /// `latest`, a served version number or `label:<name>`, or `other` (see
+    /// [`ModelMetrics::request`]).
     pub version: String,
     pub status: u16,
     /// `rest`, `grpc`, `v2` or `v2_grpc`: the API the request came in on.
@@ -194,6 +201,7 @@ impl Metrics {
         ModelMetrics {
             model: model.to_string(),
             requests: self.requests.clone(),
+            versions: Arc::default(),
             backend_errors: self.backend_errors.clone(),
             request_seconds: self.request_seconds.get_or_create(&label).clone(),
             pre_seconds: stage("pre"),
@@ -225,6 +233,8 @@ impl Metrics {
 pub struct ModelMetrics {
     model: String,
     requests: Family<RequestLabels, Counter>,
+    /// The `version` values this model's series may take besides `latest` and `other`.
+    versions: Arc<Mutex<HashSet<String>>>,
     backend_errors: Family<BackendErrorLabels, Counter>,
     pub request_seconds: Histogram,
     pub pre_seconds: Histogram,
@@ -247,15 +257,40 @@ impl ModelMetrics {
     }
 
     /// Counts one answered request.
+    /// `version` is `latest`, a number or `label:<name>` as the request asked; the series
+    /// counts it under that name only if that version or label has answered a 2xx (so the
+    /// backend serves it), at most [`MAX_VERSION_LABELS`] of them, and as `other` otherwise.
+    /// The URL is the client's: without this, every made-up version is a new series.
     pub fn request(&self, version: &str, status: u16, protocol: &'static str) {
+        let version = self.version_label(version, (200..300).contains(&status));
         self.requests
             .get_or_create(&RequestLabels {
                 model: self.model.clone(),
-                version: version.to_string(),
+                version,
                 status,
                 protocol,
             })
             .inc();
+    }
+
+    /// The closed-set `version` label of a request for `version` (see [`Self::request`]).
+    fn version_label(&self, version: &str, served: bool) -> String {
+        if version == "latest" {
+            return version.to_string();
+        }
+        // A std mutex: one set lookup or insert, never held across an await.
+        let mut seen = self
+            .versions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.contains(version) {
+            return version.to_string();
+        }
+        if served && seen.len() < MAX_VERSION_LABELS {
+            seen.insert(version.to_string());
+            return version.to_string();
+        }
+        "other".to_string()
     }
 
     /// Counts one failed backend call.

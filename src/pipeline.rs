@@ -138,13 +138,7 @@ async fn account<T>(
         Ok(ok) => status_of(ok),
         Err(error) => error.status(),
     };
-    // Versions a client made up would each become a series; count them together.
-    let label = if status == StatusCode::NOT_FOUND {
-        "unknown".to_string()
-    } else {
-        version_label(version)
-    };
-    metrics.request(&label, status.as_u16(), protocol.label());
+    metrics.request(&version_label(version), status.as_u16(), protocol.label());
     observe(&metrics.request_seconds, started.elapsed());
     result
 }
@@ -327,47 +321,37 @@ fn plugin_request(route: &Route, call: &PredictCall) -> PluginRequest {
     }
 }
 
-/// The signature's inputs, which type REST JSON values; asked of the backend once per
-/// (version, signature) and cached on the route.
+/// The signature's inputs, which type REST JSON values and check tensor requests. The
+/// version's metadata comes from the route's cache, or from the backend while the request
+/// holds one of the model's queue places: waits for metadata are bounded like queued
+/// requests (429 past `batching.max_enqueued`), and once metadata has said a signature doesn't
+/// exist, asking for it is a 400 at once.
 async fn input_specs(
     route: &Route,
     version: &VersionChoice,
     signature: Option<String>,
 ) -> Result<Arc<BTreeMap<String, InputSpec>>, Error> {
     let signature = signature.unwrap_or_else(|| route.config.signature.clone());
-    let key = (version.clone(), signature.clone());
-    if let Some(specs) = route.cached_inputs(&key) {
-        return Ok(specs);
-    }
-    let target = route.target(version.clone(), Some(signature.clone()));
-    let metadata = route.backend.metadata(&target).await?;
-    let Some(info) = metadata.signatures.get(&signature) else {
-        let known: Vec<&str> = metadata.signatures.keys().map(String::as_str).collect();
-        return Err(Error::BadRequest(format!(
-            "model `{}` has no signature `{signature}` (it has: {})",
-            route.name,
-            known.join(", ")
-        )));
+    let signatures = match route.specs.cached(version) {
+        Some(signatures) => signatures,
+        None => {
+            let _place = route.batcher.reserve()?;
+            let target = route.target(version.clone(), Some(signature.clone()));
+            route.specs.get(&route.backend, target).await?
+        }
     };
-    let mut specs = BTreeMap::new();
-    for (name, spec) in &info.inputs {
-        let dtype = spec.dtype.ok_or_else(|| {
-            Error::BadRequest(format!(
-                "input `{name}` has dtype {}, which REST JSON can't carry",
-                spec.dtype_name
-            ))
-        })?;
-        specs.insert(
-            name.clone(),
-            InputSpec {
-                dtype,
-                shape: spec.shape.clone(),
-            },
-        );
+    match signatures.get(&signature) {
+        Some(Ok(specs)) => Ok(specs.clone()),
+        Some(Err(why)) => Err(Error::BadRequest(why.clone())),
+        None => {
+            let known: Vec<&str> = signatures.keys().map(String::as_str).collect();
+            Err(Error::BadRequest(format!(
+                "model `{}` has no signature `{signature}` (it has: {})",
+                route.name,
+                known.join(", ")
+            )))
+        }
     }
-    let specs = Arc::new(specs);
-    route.cache_inputs(key, specs.clone());
-    Ok(specs)
 }
 
 /// Counts a request in flight until dropped (answered, failed, or its client went away).

@@ -4,13 +4,14 @@
 //! reload never changes a request midway. Reading model folders into routes is the loader's
 //! job (`crate::loader`).
 
+mod specs;
 mod table;
 
-use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
+pub use specs::{MAX_CACHED_VERSIONS, Signature, Signatures, SpecCache};
 pub use table::{Failure, Fingerprint, RouteStore, RouteTable};
 
 use crate::backend::{Backend, Counted, ModelTarget, VersionChoice};
@@ -18,7 +19,6 @@ use crate::batch::Batcher;
 use crate::config::ModelConfig;
 use crate::metrics::ModelMetrics;
 use crate::plugin::{CallLimits, Plugin};
-use crate::rest::InputSpec;
 
 /// Everything needed to serve one model.
 pub struct Route {
@@ -39,16 +39,10 @@ pub struct Route {
     /// Hash of what the route was built from (model.toml and the files it names); a rescan
     /// that finds the same fingerprint keeps this route as it is.
     pub fingerprint: Fingerprint,
-    /// Signature inputs per (version, signature), fetched from the backend the first time a
-    /// REST JSON request needs them to type its values.
-    input_specs: Mutex<HashMap<SpecKey, Arc<Signature>>>,
+    /// Signature metadata per version, fetched from the backend the first time a REST JSON
+    /// or tensor request needs it to type or check its values.
+    pub specs: SpecCache,
 }
-
-/// The inputs of one signature, by name, as REST JSON decoding needs them.
-pub type Signature = BTreeMap<String, InputSpec>;
-
-/// Which version's which signature.
-pub type SpecKey = (VersionChoice, String);
 
 /// The parts a [`Route`] is built from, each already loaded and checked.
 pub struct Parts {
@@ -96,7 +90,7 @@ impl Route {
             post,
             loaded_at: SystemTime::now(),
             fingerprint,
-            input_specs: Mutex::new(HashMap::new()),
+            specs: SpecCache::default(),
         }
     }
 
@@ -119,21 +113,5 @@ impl Route {
             memory_bytes: self.config.limits.memory_bytes(),
             max_output_bytes: self.config.limits.max_output_bytes(),
         }
-    }
-
-    pub fn cached_inputs(&self, key: &SpecKey) -> Option<Arc<Signature>> {
-        // A std mutex: held for one map lookup or insert, never across an await.
-        self.input_specs
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(key)
-            .cloned()
-    }
-
-    pub fn cache_inputs(&self, key: SpecKey, specs: Arc<Signature>) {
-        self.input_specs
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(key, specs);
     }
 }
