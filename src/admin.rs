@@ -55,7 +55,7 @@ pub async fn handle(
         }
         ("GET", "/admin/routes") => {
             let table = gateway.routes().snapshot();
-            (StatusCode::OK, views::list_models(&table))
+            (StatusCode::OK, views::list_models(&table, &views::Paths::Full))
         }
         (method, path) if ENDPOINTS.iter().any(|(_, p)| *p == path) => {
             let allowed: Vec<&str> = ENDPOINTS

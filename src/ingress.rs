@@ -70,7 +70,11 @@ pub async fn handle(
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(parent: &span, status = error.status().as_u16(), "{error}");
-            json_response(error.status(), error.body())
+            // Messages may name files (a folder's load error, a plugin's path): on the public
+            // listener, relative to the plugins directory. The log above has them in full.
+            let paths = views::Paths::relative_to(&gateway.config().plugins.dir);
+            let body = paths.text(&String::from_utf8_lossy(&error.body()));
+            json_response(error.status(), Bytes::from(body))
         }
     };
     // Debug, not info: a synchronous log line per request is a real cost at 10k req/s, so
@@ -126,14 +130,15 @@ async fn route(
         )),
         Endpoint::ListModels => Ok(json_response(
             StatusCode::OK,
-            Bytes::from(views::list_models(&table).to_string()),
+            Bytes::from(views::list_models(&table, &public_paths(gateway)).to_string()),
         )),
         Endpoint::Status { model, version } => {
             let route = table
                 .get(&model)
                 .ok_or_else(|| unknown_model(&table, model.clone()))?;
             let versions = route.backend.status(&route.target(version, None)).await?;
-            let body = views::model_status(&route, &versions, table.failures.get(&model));
+            let failure = table.failures.get(&model);
+            let body = views::model_status(&route, &versions, failure, &public_paths(gateway));
             Ok(json_response(StatusCode::OK, Bytes::from(body.to_string())))
         }
         Endpoint::Metadata { model, version } => {
@@ -238,6 +243,11 @@ pub fn find_route(table: &RouteTable, model: &str) -> Result<Arc<crate::routes::
     table
         .get(model)
         .ok_or_else(|| unknown_model(table, model.to_string()))
+}
+
+/// How the public listener shows paths: relative to the plugins directory.
+fn public_paths(gateway: &Gateway) -> views::Paths {
+    views::Paths::relative_to(&gateway.config().plugins.dir)
 }
 
 /// 404 for a model that isn't served, saying why when its folder failed to load.

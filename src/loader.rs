@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::backend::{LoadError as ModelLoadError, Provider, VersionChoice};
+use crate::backend::{LoadError as ModelLoadError, Provider, VersionChoice, code_name};
+use crate::error::Error;
 use crate::config::{ConfigError, GatewayConfig, ModelConfig};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, PredictCall};
@@ -94,12 +95,19 @@ impl RouteLoader {
     /// Sends the model's declared warm-up request (`warmup = "<file>"`, a request body)
     /// through the route's whole pipeline. Blocks on the async runtime: call it from a
     /// blocking thread. Outside a runtime (`infergate check`) there is nothing to call.
+    ///
+    /// A failure says which file, the status and a short reason, never the error's own text:
+    /// that can quote the body (a JSON error shows the text near it), and the message is
+    /// shown on the public listener. The full error goes to the log.
     pub fn warm_up(&self, route: &Arc<Route>) -> Result<(), String> {
         let Some(path) = &route.config.warmup else {
             return Ok(());
         };
-        let body =
-            std::fs::read(path).map_err(|e| format!("warmup file {}: {e}", path.display()))?;
+        let file = path.strip_prefix(&route.dir).unwrap_or(path).display();
+        let body = std::fs::read(path).map_err(|e| {
+            tracing::warn!(model = %route.name, "warmup file {}: {e}", path.display());
+            format!("warmup file {file} can't be read ({:?})", e.kind())
+        })?;
         let call = PredictCall {
             version: VersionChoice::Latest,
             method: "POST".into(),
@@ -115,16 +123,38 @@ impl RouteLoader {
         match handle.block_on(pipeline::predict(route.clone(), call)) {
             Ok(reply) if reply.status.is_success() => Ok(()),
             Ok(reply) => Err(format!(
-                "warmup request ({}) answered {}",
-                path.display(),
+                "warmup request ({file}) answered {}: the post plugin's answer",
                 reply.status
             )),
-            Err(e) => Err(format!(
-                "warmup request ({}) failed with {}: {e}",
-                path.display(),
-                e.status()
-            )),
+            Err(e) => {
+                tracing::warn!(model = %route.name, "warmup request ({file}) failed: {e}");
+                Err(format!(
+                    "warmup request ({file}) answered {}: {} (the log has the details)",
+                    e.status(),
+                    short_reason(&e)
+                ))
+            }
         }
+    }
+}
+
+/// What failed a request, in a few words that never quote the request: for warm-up
+/// failures, which are shown on the public listener.
+fn short_reason(error: &Error) -> String {
+    use crate::batch::BatchError;
+    use crate::plugin::CallError;
+    match error {
+        Error::Rest(_) | Error::BadRequest(_) => "the body is not a valid REST JSON request".into(),
+        Error::Plugin(CallError::Rejected(_)) => "a plugin refused it".into(),
+        Error::Plugin(CallError::Timeout(_)) => "a plugin ran past its deadline".into(),
+        Error::Plugin(CallError::MemoryLimit { .. }) => "a plugin ran out of memory".into(),
+        Error::Plugin(_) => "a plugin failed".into(),
+        Error::Backend(e) | Error::Batch(BatchError::Backend(e)) => {
+            format!("the backend failed it ({})", code_name(e.code))
+        }
+        Error::Batch(_) => "the batcher refused it".into(),
+        Error::BadBackendResponse(_) => "the backend's answer was unusable".into(),
+        _ => "the gateway failed it".into(),
     }
 }
 

@@ -1,6 +1,8 @@
 //! JSON views of the route table, shared by the public listener (`GET /v1/models`, a model's
-//! status) and the admin listener (`GET /admin/routes`, `GET /admin/plugins`).
+//! status) and the admin listener (`GET /admin/routes`, `GET /admin/plugins`), and how each
+//! listener shows filesystem paths ([`Paths`]).
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -11,14 +13,57 @@ use crate::backend::metadata::status_json;
 use crate::plugin::{Allocator, Plugin};
 use crate::routes::{Failure, Route, RouteTable};
 
+/// How a view shows filesystem paths: in full (the admin listener, like the log), or
+/// relative to the plugins directory (the public listener: a client has no business learning
+/// the host's layout, and a model's folder name says all it needs).
+#[derive(Clone, Debug)]
+pub enum Paths {
+    Full,
+    /// The plugins directory's spellings (as configured and resolved), each ending in `/`,
+    /// longest first.
+    RelativeTo(Vec<String>),
+}
+
+impl Paths {
+    /// Paths under `plugins_dir` shown relative to it.
+    pub fn relative_to(plugins_dir: &Path) -> Paths {
+        let mut roots: Vec<String> = [Some(plugins_dir.to_path_buf()), plugins_dir.canonicalize().ok()]
+            .into_iter()
+            .flatten()
+            .map(|p| p.display().to_string().trim_end_matches('/').to_string())
+            .filter(|p| !p.is_empty())
+            .map(|p| format!("{p}/"))
+            .collect();
+        // Longest first, so a spelling that contains another is cut whole.
+        roots.sort_by_key(|r| std::cmp::Reverse(r.len()));
+        roots.dedup();
+        Paths::RelativeTo(roots)
+    }
+
+    /// `text` (a message, a path) with every path under the plugins directory made relative
+    /// to it.
+    pub fn text(&self, text: &str) -> String {
+        match self {
+            Paths::Full => text.to_string(),
+            Paths::RelativeTo(roots) => roots
+                .iter()
+                .fold(text.to_string(), |text, root| text.replace(root.as_str(), "")),
+        }
+    }
+
+    pub fn path(&self, path: &Path) -> String {
+        self.text(&path.display().to_string())
+    }
+}
+
 /// The route table: every served model with its plugins, and every folder whose last load
 /// failed.
-pub fn list_models(table: &RouteTable) -> Value {
+pub fn list_models(table: &RouteTable, paths: &Paths) -> Value {
     let models: Vec<Value> = table
         .routes
         .values()
         .map(|route| {
-            let mut entry = route_json(route);
+            let mut entry = route_json(route, paths);
             entry["name"] = json!(route.name);
             entry
         })
@@ -26,17 +71,22 @@ pub fn list_models(table: &RouteTable) -> Value {
     let failures: serde_json::Map<String, Value> = table
         .failures
         .iter()
-        .map(|(name, f)| (name.clone(), failure_json(f)))
+        .map(|(name, f)| (name.clone(), failure_json(f, paths)))
         .collect();
     json!({ "models": models, "failures": failures })
 }
 
 /// `GET /v1/models/{m}[/versions/{v}]`: TF Serving's version status, plus what the gateway
 /// knows of the route and the folder's last reload error.
-pub fn model_status(route: &Route, versions: &[VersionStatus], failure: Option<&Failure>) -> Value {
+pub fn model_status(
+    route: &Route,
+    versions: &[VersionStatus],
+    failure: Option<&Failure>,
+    paths: &Paths,
+) -> Value {
     let mut body = status_json(versions);
-    body["infergate"] = route_json(route);
-    body["infergate"]["last_reload_error"] = failure.map(failure_json).into();
+    body["infergate"] = route_json(route, paths);
+    body["infergate"]["last_reload_error"] = failure.map(|f| failure_json(f, paths)).into();
     body
 }
 
@@ -48,8 +98,8 @@ pub fn plugins(table: &RouteTable, allocator: Allocator) -> Value {
         models.insert(
             name.clone(),
             json!({
-                "pre": plugin_json(route.pre.as_ref()),
-                "post": plugin_json(route.post.as_ref()),
+                "pre": plugin_json(route.pre.as_ref(), &Paths::Full),
+                "post": plugin_json(route.post.as_ref(), &Paths::Full),
                 "limits": {
                     "timeout_ms": route.config.limits.timeout_ms,
                     "memory_mb": route.config.limits.memory_mb,
@@ -69,30 +119,34 @@ pub fn plugins(table: &RouteTable, allocator: Allocator) -> Value {
 
 /// What the gateway knows of a route: backend, plugins (path, digest, load time), and what
 /// the backend loaded from the folder (an onnx model file).
-fn route_json(route: &Route) -> Value {
+fn route_json(route: &Route, paths: &Paths) -> Value {
+    let mut model_file = route.backend.model_file();
+    if let Some(Value::String(path)) = model_file.as_mut().and_then(|f| f.get_mut("path")) {
+        *path = paths.text(path);
+    }
     json!({
         "backend": route.backend_name,
         "backend_model": route.backend_model(),
         "signature": route.config.signature,
-        "pre": plugin_json(route.pre.as_ref()),
-        "post": plugin_json(route.post.as_ref()),
-        "model_file": route.backend.model_file(),
+        "pre": plugin_json(route.pre.as_ref(), paths),
+        "post": plugin_json(route.post.as_ref(), paths),
+        "model_file": model_file,
         "loaded_at": unix_seconds(route.loaded_at),
     })
 }
 
-fn plugin_json(plugin: Option<&Arc<Plugin>>) -> Value {
+fn plugin_json(plugin: Option<&Arc<Plugin>>, paths: &Paths) -> Value {
     plugin.map_or(Value::Null, |p| {
         json!({
-            "path": p.path().display().to_string(),
+            "path": paths.path(p.path()),
             "digest": p.digest(),
             "loaded_at": unix_seconds(p.loaded_at()),
         })
     })
 }
 
-fn failure_json(failure: &Failure) -> Value {
-    json!({ "error": failure.message, "at": unix_seconds(failure.at) })
+fn failure_json(failure: &Failure, paths: &Paths) -> Value {
+    json!({ "error": paths.text(&failure.message), "at": unix_seconds(failure.at) })
 }
 
 fn unix_seconds(t: SystemTime) -> f64 {

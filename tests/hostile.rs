@@ -501,3 +501,53 @@ async fn metadata_cache_keeps_a_bounded_number_of_versions() {
     assert_eq!(calls.load(Ordering::SeqCst), 101, "a dropped version is asked again");
     assert_eq!(cache.len(), MAX_CACHED_VERSIONS);
 }
+
+/// The public listener shows no host paths and no warm-up file content: a folder whose
+/// warm-up body is a secret that isn't JSON fails with the status and a short reason (before,
+/// the REST error quoted the text near the syntax error), and every path on the public
+/// listener is relative to the plugins directory. The admin listener keeps full paths.
+#[tokio::test]
+async fn public_listener_shows_relative_paths_and_no_warmup_content() {
+    let backend = FakeBackend::new([identity()]).start().await.unwrap();
+    let echo = "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"plugin.wasm\"\n";
+    let secret = "root:x:0:0:SECRET-LINE:/root:/bin/bash";
+    let gw = gateway()
+        .backend("tfs", &backend.url())
+        .model("m", echo)
+        .file("m", "plugin.wasm", std::fs::read(fixture("echo")).unwrap())
+        .model("w", "backend = \"tfs\"\nmodel = \"m\"\nwarmup = \"secret.txt\"\n")
+        .file("w", "secret.txt", secret)
+        .start()
+        .await
+        .unwrap();
+    let root = gw.plugins_dir().canonicalize().unwrap();
+    let root = root.display().to_string();
+    let spelled = gw.plugins_dir().display().to_string();
+    let list = gw.get("/v1/models").await;
+    let text = list.text();
+    assert!(!text.contains(&root) && !text.contains(&spelled), "{text}");
+    let list = list.json();
+    let error = list["failures"]["w"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("warmup") && error.contains("400"), "{error}");
+    assert!(!error.contains("SECRET") && !error.contains("root:x"), "{error}");
+    let m = list["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "m")
+        .unwrap();
+    assert_eq!(m["pre"]["path"], "m/plugin.wasm");
+    let why = gw.post("/v1/models/w:predict", echo_body()).await;
+    assert_eq!(why.status, StatusCode::NOT_FOUND);
+    let why = why.text();
+    assert!(why.contains("warmup") && !why.contains("SECRET"), "{why}");
+    assert!(!why.contains(&root) && !why.contains(&spelled), "{why}");
+    let status = gw.get("/v1/models/m").await.text();
+    assert!(status.contains("m/plugin.wasm") && !status.contains(&root), "{status}");
+    let admin = gw.admin_get("/admin/routes", &[]).await.text();
+    assert!(
+        admin.contains(&format!("{root}/m/plugin.wasm"))
+            || admin.contains(&format!("{spelled}/m/plugin.wasm")),
+        "the admin listener shows full paths: {admin}"
+    );
+}
