@@ -29,6 +29,8 @@ pub struct RequestLabels {
     /// `latest`, a version number, or `label:<name>`.
     pub version: String,
     pub status: u16,
+    /// `rest`, `grpc`, `v2` or `v2_grpc`: the API the request came in on.
+    pub protocol: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -97,7 +99,7 @@ impl Metrics {
         let r = registry.sub_registry_with_prefix("infergate");
         r.register(
             "requests",
-            "Predict requests answered, by model, version and HTTP status",
+            "Predict requests answered, by model, version, HTTP status and protocol",
             metrics.requests.clone(),
         );
         r.register_with_unit(
@@ -235,12 +237,13 @@ impl ModelMetrics {
     }
 
     /// Counts one answered request.
-    pub fn request(&self, version: &str, status: u16) {
+    pub fn request(&self, version: &str, status: u16, protocol: &'static str) {
         self.requests
             .get_or_create(&RequestLabels {
                 model: self.model.clone(),
                 version: version.to_string(),
                 status,
+                protocol,
             })
             .inc();
     }
