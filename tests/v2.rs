@@ -163,7 +163,9 @@ async fn rest_metadata_readiness_and_health() {
 async fn rest_bad_requests_say_what_to_fix() {
     let (_fake, _server, gw) = doubler_gateway("").await;
     let infer = |input: serde_json::Value| json!({ "inputs": [input] }).to_string();
-    let cases: Vec<(&str, String, Vec<(&str, &str)>, u16, &str)> = vec![
+    /// Path, body, headers, status, a phrase of the message.
+    type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "/v2/models/m/infer",
             infer(json!({ "name": "x", "shape": [1, 2], "datatype": "INT64", "data": [1, 2] })),
@@ -353,27 +355,28 @@ async fn grpc_bad_requests_say_what_to_fix() {
     let (_fake, _server, gw) = doubler_gateway("").await;
     let mut client = grpc(&gw).await;
     let good = || raw_infer("m", x_input(&[1, 2], "FP32"), le_floats(&[1.0, 2.0]));
-    let mut cases: Vec<(ModelInferRequest, Code, &str)> = Vec::new();
-    cases.push((
-        raw_infer("m", x_input(&[2, 2], "FP32"), le_floats(&[1.0, 2.0])),
-        Code::InvalidArgument,
-        "needs 16 bytes of data but 8 were sent",
-    ));
-    cases.push((
-        raw_infer("m", x_input(&[1, 2], "INT32"), vec![0; 8]),
-        Code::InvalidArgument,
-        "takes f32",
-    ));
-    cases.push((
-        raw_infer("m", x_input(&[1, 1], "FP32"), le_floats(&[1.0])),
-        Code::InvalidArgument,
-        "[-1, 2]",
-    ));
-    cases.push((
-        raw_infer("m", x_input(&[1, 2], "FLOAT32"), vec![0; 8]),
-        Code::InvalidArgument,
-        "datatype `FLOAT32`",
-    ));
+    let mut cases: Vec<(ModelInferRequest, Code, &str)> = vec![
+        (
+            raw_infer("m", x_input(&[2, 2], "FP32"), le_floats(&[1.0, 2.0])),
+            Code::InvalidArgument,
+            "needs 16 bytes of data but 8 were sent",
+        ),
+        (
+            raw_infer("m", x_input(&[1, 2], "INT32"), vec![0; 8]),
+            Code::InvalidArgument,
+            "takes f32",
+        ),
+        (
+            raw_infer("m", x_input(&[1, 1], "FP32"), le_floats(&[1.0])),
+            Code::InvalidArgument,
+            "[-1, 2]",
+        ),
+        (
+            raw_infer("m", x_input(&[1, 2], "FLOAT32"), vec![0; 8]),
+            Code::InvalidArgument,
+            "datatype `FLOAT32`",
+        ),
+    ];
     let mut r = good();
     r.raw_input_contents.push(vec![1]);
     cases.push((r, Code::InvalidArgument, "raw_input_contents has 2 entries"));
