@@ -71,9 +71,9 @@ impl Error {
             },
             Error::Batch(e) => match e {
                 BatchError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
-                BatchError::TooManyRows { .. } | BatchError::Unbatchable(_) => {
-                    StatusCode::BAD_REQUEST
-                }
+                BatchError::TooManyRows { .. }
+                | BatchError::TooLarge { .. }
+                | BatchError::Unbatchable(_) => StatusCode::BAD_REQUEST,
                 BatchError::QueueTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 BatchError::Backend(e) => backend_status(e.code),
                 BatchError::BadOutputs(_) => StatusCode::BAD_GATEWAY,
