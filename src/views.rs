@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::backend::VersionStatus;
 use crate::backend::metadata::status_json;
-use crate::plugin::{Allocator, Plugin};
+use crate::plugin::{Allocator, Plugin, Share};
 use crate::routes::{Failure, Route, RouteTable};
 
 /// The route table: every served model with its plugins, and every folder whose last load
@@ -51,8 +51,8 @@ pub fn plugins(table: &RouteTable, allocator: Allocator) -> Value {
             .as_ref()
             .or(route.post.as_ref())
             .map(|p| p.share());
-        let config = share.and_then(|s| s.config());
-        let (waiting, in_use) = share.map_or((0, 0), |s| s.load());
+        let config = share.and_then(Share::config);
+        let (waiting, in_use) = share.map_or((0, 0), Share::load);
         models.insert(
             name.clone(),
             json!({
