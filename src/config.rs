@@ -8,8 +8,8 @@ mod model;
 use std::path::{Path, PathBuf};
 
 pub use gateway::{
-    BackendConfig, GatewayConfig, OnnxConfig, PluginsConfig, ServerConfig, TfServingConfig,
-    WatchMode,
+    BackendConfig, GatewayConfig, KserveV2Config, OnnxConfig, PluginsConfig, ServerConfig,
+    TfServingConfig, WatchMode,
 };
 pub use model::{BatchingConfig, LimitsConfig, ModelConfig};
 
