@@ -115,7 +115,10 @@ pub fn new_project(
     let crate_name = format!("{name}-plugin");
     let values = [
         ("{{name}}", name.to_string()),
-        ("{{artifact}}", format!("{}.wasm", crate_name.replace('-', "_"))),
+        (
+            "{{artifact}}",
+            format!("{}.wasm", crate_name.replace('-', "_")),
+        ),
         ("{{crate_name}}", crate_name),
         ("{{sdk_dependency}}", sdk_dependency),
     ];
@@ -162,10 +165,16 @@ pub fn build(dir: &Path) -> Result<PathBuf, ScaffoldError> {
     let out = dir.join("plugin.wasm");
     if dir.join("Cargo.toml").is_file() {
         let crate_name = package_name(&dir.join("Cargo.toml"))?;
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map_or_else(|| dir.join("target"), PathBuf::from);
+        let target =
+            std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| dir.join("target"), PathBuf::from);
         run(Command::new("cargo")
-            .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--target-dir",
+            ])
             .arg(&target)
             .current_dir(dir))?;
         let artifact = target
