@@ -55,7 +55,10 @@ pub async fn handle(
         }
         ("GET", "/admin/routes") => {
             let table = gateway.routes().snapshot();
-            (StatusCode::OK, views::list_models(&table, &views::Paths::Full))
+            (
+                StatusCode::OK,
+                views::list_models(&table, &views::Paths::Full),
+            )
         }
         (method, path) if ENDPOINTS.iter().any(|(_, p)| *p == path) => {
             let allowed: Vec<&str> = ENDPOINTS

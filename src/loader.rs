@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::backend::{LoadError as ModelLoadError, Provider, VersionChoice, code_name};
-use crate::error::Error;
 use crate::config::{ConfigError, GatewayConfig, ModelConfig};
+use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::pipeline::{self, PredictCall};
 use crate::plugin::{Host, LoadError, Needs, Plugin, Share};

@@ -27,13 +27,16 @@ pub enum Paths {
 impl Paths {
     /// Paths under `plugins_dir` shown relative to it.
     pub fn relative_to(plugins_dir: &Path) -> Paths {
-        let mut roots: Vec<String> = [Some(plugins_dir.to_path_buf()), plugins_dir.canonicalize().ok()]
-            .into_iter()
-            .flatten()
-            .map(|p| p.display().to_string().trim_end_matches('/').to_string())
-            .filter(|p| !p.is_empty())
-            .map(|p| format!("{p}/"))
-            .collect();
+        let mut roots: Vec<String> = [
+            Some(plugins_dir.to_path_buf()),
+            plugins_dir.canonicalize().ok(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|p| p.display().to_string().trim_end_matches('/').to_string())
+        .filter(|p| !p.is_empty())
+        .map(|p| format!("{p}/"))
+        .collect();
         // Longest first, so a spelling that contains another is cut whole.
         roots.sort_by_key(|r| std::cmp::Reverse(r.len()));
         roots.dedup();
@@ -45,9 +48,9 @@ impl Paths {
     pub fn text(&self, text: &str) -> String {
         match self {
             Paths::Full => text.to_string(),
-            Paths::RelativeTo(roots) => roots
-                .iter()
-                .fold(text.to_string(), |text, root| text.replace(root.as_str(), "")),
+            Paths::RelativeTo(roots) => roots.iter().fold(text.to_string(), |text, root| {
+                text.replace(root.as_str(), "")
+            }),
         }
     }
 

@@ -146,7 +146,9 @@ async fn hostile(
     client.drive(0, HOSTILE / 10, make).await;
     let series_before = series(gw).await;
     let before = probe();
-    let statuses = client.drive(HOSTILE / 10, HOSTILE / 10 + HOSTILE, make).await;
+    let statuses = client
+        .drive(HOSTILE / 10, HOSTILE / 10 + HOSTILE, make)
+        .await;
     let after = probe();
     let series_after = series(gw).await;
     let queues = gw
@@ -234,7 +236,10 @@ async fn distinct_versions_keep_nothing() {
     let (_backend, gw) = echo_gateway().await;
     let body = echo_body();
     let outcome = hostile(&gw, "versions", &|i| {
-        (format!("/v1/models/m/versions/{}:predict", i + 100), body.clone())
+        (
+            format!("/v1/models/m/versions/{}:predict", i + 100),
+            body.clone(),
+        )
     })
     .await;
     outcome.all(404);
@@ -326,7 +331,11 @@ async fn padding_explosion_is_refused_not_allocated() {
     let wide = json!({ "inputs": { "x": [[vec![1.0f32; N]]] } }).to_string();
     let tall = json!({ "inputs": { "x": [vec![[1.0f32]; N]] } }).to_string();
     let outcome = hostile(&gw, "padding", &|i| {
-        let body = if i % 2 == 0 { wide.clone() } else { tall.clone() };
+        let body = if i % 2 == 0 {
+            wide.clone()
+        } else {
+            tall.clone()
+        };
         ("/v1/models/m:predict".to_string(), body)
     })
     .await;
@@ -493,12 +502,26 @@ async fn metadata_cache_keeps_a_bounded_number_of_versions() {
     }
     assert_eq!(cache.len(), MAX_CACHED_VERSIONS);
     assert_eq!(calls.load(Ordering::SeqCst), 100);
-    assert!(cache.cached(&VersionChoice::Number(99)).is_some(), "the newest stays");
-    assert!(cache.cached(&VersionChoice::Number(0)).is_none(), "the oldest went");
+    assert!(
+        cache.cached(&VersionChoice::Number(99)).is_some(),
+        "the newest stays"
+    );
+    assert!(
+        cache.cached(&VersionChoice::Number(0)).is_none(),
+        "the oldest went"
+    );
     cache.get(&backend, target(99)).await.unwrap();
-    assert_eq!(calls.load(Ordering::SeqCst), 100, "a cached version costs no call");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        100,
+        "a cached version costs no call"
+    );
     cache.get(&backend, target(0)).await.unwrap();
-    assert_eq!(calls.load(Ordering::SeqCst), 101, "a dropped version is asked again");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        101,
+        "a dropped version is asked again"
+    );
     assert_eq!(cache.len(), MAX_CACHED_VERSIONS);
 }
 
@@ -515,11 +538,20 @@ async fn public_listener_shows_relative_paths_and_no_warmup_content() {
         .backend("tfs", &backend.url())
         .model("m", echo)
         .file("m", "plugin.wasm", std::fs::read(fixture("echo")).unwrap())
-        .model("w", "backend = \"tfs\"\nmodel = \"m\"\nwarmup = \"secret.txt\"\n")
-        .file("w", "secret.txt", secret)
         .start()
         .await
         .unwrap();
+    // Warm-up gates a reloaded version: add the folder and rescan.
+    let w = gw.plugins_dir().join("w");
+    std::fs::create_dir_all(&w).unwrap();
+    std::fs::write(w.join("secret.txt"), secret).unwrap();
+    std::fs::write(
+        w.join("model.toml"),
+        "backend = \"tfs\"\nmodel = \"m\"\nwarmup = \"secret.txt\"\n",
+    )
+    .unwrap();
+    let report = gw.admin_post("/admin/reload").await.json();
+    assert!(report["failed"]["w"].is_string(), "{report}");
     let root = gw.plugins_dir().canonicalize().unwrap();
     let root = root.display().to_string();
     let spelled = gw.plugins_dir().display().to_string();
@@ -529,7 +561,10 @@ async fn public_listener_shows_relative_paths_and_no_warmup_content() {
     let list = list.json();
     let error = list["failures"]["w"]["error"].as_str().unwrap_or_default();
     assert!(error.contains("warmup") && error.contains("400"), "{error}");
-    assert!(!error.contains("SECRET") && !error.contains("root:x"), "{error}");
+    assert!(
+        !error.contains("SECRET") && !error.contains("root:x"),
+        "{error}"
+    );
     let m = list["models"]
         .as_array()
         .unwrap()
@@ -543,7 +578,10 @@ async fn public_listener_shows_relative_paths_and_no_warmup_content() {
     assert!(why.contains("warmup") && !why.contains("SECRET"), "{why}");
     assert!(!why.contains(&root) && !why.contains(&spelled), "{why}");
     let status = gw.get("/v1/models/m").await.text();
-    assert!(status.contains("m/plugin.wasm") && !status.contains(&root), "{status}");
+    assert!(
+        status.contains("m/plugin.wasm") && !status.contains(&root),
+        "{status}"
+    );
     let admin = gw.admin_get("/admin/routes", &[]).await.text();
     assert!(
         admin.contains(&format!("{root}/m/plugin.wasm"))

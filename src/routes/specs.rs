@@ -39,7 +39,10 @@ struct Inner {
     order: VecDeque<VersionChoice>,
     /// Lookups under way. Held weakly, so one whose every waiter went away is dropped
     /// (cancelling its backend call) rather than kept.
-    pending: HashMap<VersionChoice, WeakShared<BoxFuture<'static, Result<Arc<Signatures>, BackendError>>>>,
+    pending: HashMap<
+        VersionChoice,
+        WeakShared<BoxFuture<'static, Result<Arc<Signatures>, BackendError>>>,
+    >,
 }
 
 impl SpecCache {
