@@ -30,7 +30,7 @@ use serde_json::json;
 use support::*;
 
 /// RSS is the whole process's: cases run one at a time, each against its own gateway.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Requests per case, after a warm-up of a tenth as many (so allocator pools, connections and
 /// the bounded structures are at their working size before the first measurement).
@@ -232,7 +232,7 @@ fn echo_body() -> String {
 /// kept a batch queue and its task (about 5 KB) for the life of the route.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn distinct_versions_keep_nothing() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let (_backend, gw) = echo_gateway().await;
     let body = echo_body();
     let outcome = hostile(&gw, "versions", &|i| {
@@ -250,7 +250,7 @@ async fn distinct_versions_keep_nothing() {
 /// queue, a task and a metric series of its own (about 10 KB).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn distinct_labels_keep_nothing() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let (_backend, gw) = echo_gateway().await;
     let body = echo_body();
     let outcome = hostile(&gw, "labels", &|i| {
@@ -284,7 +284,7 @@ async fn rest_gateway(batching: &str, model: FakeModel) -> (FakeServer, TestGate
 /// and the other shapes go unbatched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn distinct_shapes_keep_bounded_queues() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let (_backend, gw) = rest_gateway("max_queues = 16", identity()).await;
     let outcome = hostile(&gw, "shapes", &|i| {
         let width = i % 3000 + 1;
@@ -303,7 +303,7 @@ async fn distinct_shapes_keep_bounded_queues() {
 /// backend call and nothing kept per name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_signatures_are_400_and_keep_nothing() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let (_backend, gw) = rest_gateway("", identity()).await;
     let outcome = hostile(&gw, "signatures", &|i| {
         (
@@ -321,7 +321,7 @@ async fn unknown_signatures_are_400_and_keep_nothing() {
 /// `max_batch_bytes`). Every request is answered and nothing that size is ever allocated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn padding_explosion_is_refused_not_allocated() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let model = FakeModel::new("m")
         .input("x", DType::F32, &[-1, -1, -1])
         .output("y", DType::F32, &[-1, -1, -1])
@@ -531,6 +531,8 @@ async fn metadata_cache_keeps_a_bounded_number_of_versions() {
 /// listener is relative to the plugins directory. The admin listener keeps full paths.
 #[tokio::test]
 async fn public_listener_shows_relative_paths_and_no_warmup_content() {
+    // It compiles a plugin: not while another case measures the process's memory.
+    let _one = ONE_AT_A_TIME.lock().await;
     let backend = FakeBackend::new([identity()]).start().await.unwrap();
     let echo = "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"plugin.wasm\"\n";
     let secret = "root:x:0:0:SECRET-LINE:/root:/bin/bash";

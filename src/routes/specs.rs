@@ -23,7 +23,8 @@ pub type Signature = BTreeMap<String, InputSpec>;
 /// of a dtype the gateway can't carry).
 pub type Signatures = BTreeMap<String, Result<Arc<Signature>, String>>;
 
-type Lookup = Shared<BoxFuture<'static, Result<Arc<Signatures>, BackendError>>>;
+type LookupFuture = BoxFuture<'static, Result<Arc<Signatures>, BackendError>>;
+type Lookup = Shared<LookupFuture>;
 
 /// A route's cache of signature metadata by version.
 #[derive(Default)]
@@ -39,10 +40,7 @@ struct Inner {
     order: VecDeque<VersionChoice>,
     /// Lookups under way. Held weakly, so one whose every waiter went away is dropped
     /// (cancelling its backend call) rather than kept.
-    pending: HashMap<
-        VersionChoice,
-        WeakShared<BoxFuture<'static, Result<Arc<Signatures>, BackendError>>>,
-    >,
+    pending: HashMap<VersionChoice, WeakShared<LookupFuture>>,
 }
 
 impl SpecCache {
