@@ -104,7 +104,7 @@ async fn metrics_count_known_traffic() {
         &scrape,
         &format!(
             "infergate_requests_total{}",
-            m(",version=\"unknown\",status=\"404\",protocol=\"rest\"")
+            m(",version=\"other\",status=\"404\",protocol=\"rest\"")
         ),
         1.0,
     );
