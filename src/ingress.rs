@@ -42,6 +42,7 @@ pub async fn handle(
         method = %request.method(),
         path = %request.uri().path(),
         model = Empty,
+        key = Empty,
         pre_us = Empty,
         queue_us = Empty,
         backend_us = Empty,
@@ -55,7 +56,9 @@ pub async fn handle(
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(parent: &span, status = error.status().as_u16(), "{error}");
-            json_response(error.status(), error.body())
+            let mut response = json_response(error.status(), error.body());
+            response.headers_mut().extend(error.headers());
+            response
         }
     };
     // Debug, not info: a synchronous log line per request is a real cost at 10k req/s, so
@@ -89,6 +92,7 @@ async fn route(
         },
         PathError::Invalid(message) => Error::BadRequest(message),
     })?;
+    authorize(gateway, &request, &endpoint)?;
     let table = gateway.routes().snapshot();
     match endpoint {
         Endpoint::Healthz => Ok(json_response(
@@ -159,7 +163,14 @@ async fn predict_call(
     if declared.is_some_and(|n| n > limit) {
         return Err(Error::BodyTooLarge { limit });
     }
-    let body = match Limited::new(body, limit).collect().await {
+    // A deadline for the whole body: a Content-Length longer than what is sent, or a body
+    // trickled in, must not hold the request (and its connection) forever.
+    let timeout = gateway.config().server.body_timeout();
+    let read = tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await;
+    let read = read.map_err(|_| Error::BodyTimeout {
+        timeout_ms: timeout.as_millis() as u64,
+    })?;
+    let body = match read {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<LengthLimitError>() => return Err(Error::BodyTooLarge { limit }),
         Err(e) => {
@@ -182,6 +193,28 @@ async fn predict_call(
         body,
         request_id: request_id.to_string(),
     })
+}
+
+/// With `[auth]`, every endpoint but the probes and the API description needs a key, and a
+/// model's endpoints a key that may call that model; the key id goes into the request span.
+fn authorize(
+    gateway: &Gateway,
+    request: &Request<Incoming>,
+    endpoint: &Endpoint,
+) -> Result<(), Error> {
+    let Some(auth) = gateway.auth() else {
+        return Ok(());
+    };
+    let model = match endpoint {
+        Endpoint::Healthz | Endpoint::Readyz | Endpoint::OpenApi => return Ok(()),
+        Endpoint::ListModels | Endpoint::Metrics => None,
+        Endpoint::Predict { model, .. }
+        | Endpoint::Status { model, .. }
+        | Endpoint::Metadata { model, .. } => Some(model.as_str()),
+    };
+    let key = auth.check(request.headers(), model)?;
+    tracing::Span::current().record("key", key.as_str());
+    Ok(())
 }
 
 /// The OpenAPI 3 description of this listener's API, served at `GET /openapi.json`.
