@@ -5,9 +5,11 @@
 //! embedded `onnx` backend with the same model file: `rust` and `python`. For each
 //! concurrency (1, then 16) and each route in turn, N client tasks loop request → response on
 //! kept-alive HTTP/1.1 connections posting `examples/images/digit-7-0.png` (28x28, so no
-//! resize). The table gives throughput, p50, p99; then, from the gateway's own metrics, the
-//! mean time per call of each pipeline stage and of creating the plugin instance, which is
-//! where a CPython guest's cost goes.
+//! resize). The table gives throughput, p50, p99 and the gateway process's minor page faults
+//! per request (copy-on-write faults on fresh instances' memory); then, from the gateway's
+//! own metrics, the mean time per call of each pipeline stage and of creating the plugin
+//! instance, which is where a CPython guest's cost goes. `--plugin NAME=PATH` adds a route,
+//! to compare two builds of a plugin in one run.
 //!
 //! ```sh
 //! scripts/build-plugins.sh --examples      # both plugins
@@ -54,9 +56,18 @@ struct Args {
     /// Client concurrencies, in order (default 1,16).
     #[arg(long, value_delimiter = ',', default_values_t = [1, 16])]
     concurrency: Vec<usize>,
+    /// Another route to time beside them, `NAME=PATH` to a digits plugin (e.g. a variant
+    /// build, to compare two builds in one run); may repeat.
+    #[arg(long = "plugin", value_parser = parse_route)]
+    extra: Vec<(String, PathBuf)>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
+}
+
+fn parse_route(s: &str) -> Result<(String, PathBuf), String> {
+    let (name, path) = s.split_once('=').ok_or("expected NAME=PATH")?;
+    Ok((name.to_string(), PathBuf::from(path)))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -71,9 +82,14 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let measure = Duration::from_secs_f64(args.secs.unwrap_or(if args.quick { 1.0 } else { 3.0 }));
     let warmup = Duration::from_millis(if args.quick { 300 } else { 800 });
-    let gateway = Gateway::start(&root)?;
+    let mut routes: Vec<(String, PathBuf)> = ROUTES
+        .iter()
+        .map(|&(name, path)| (name.to_string(), root.join(path)))
+        .collect();
+    routes.extend(args.extra.iter().cloned());
+    let gateway = Gateway::start(&root, &routes)?;
     let body = Bytes::from(std::fs::read(root.join(IMAGE))?);
-    for (route, _) in ROUTES {
+    for (route, _) in &routes {
         gateway.check(route, &body).await?;
     }
     println!(
@@ -83,10 +99,11 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     );
     let mut rows = Vec::new();
     for &concurrency in &args.concurrency {
-        for (route, _) in ROUTES {
+        for (route, _) in &routes {
             let uri = gateway.predict_uri(route)?;
             let from = Instant::now() + warmup;
             let until = from + measure;
+            let faults_before = gateway.minor_faults();
             let clients: Vec<_> = (0..concurrency)
                 .map(|_| tokio::spawn(run_client(uri.clone(), body.clone(), from, until)))
                 .collect();
@@ -95,7 +112,12 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                 tally.merge(client.await.context("client task")?);
             }
             eprintln!("  done: {route} c={concurrency}");
-            rows.push(Row::new(route, concurrency, measure, tally));
+            // Warm-up requests fault too; spread over every request the row sent.
+            let sent = tally.completed + tally.warmup;
+            let faults = gateway.minor_faults().saturating_sub(faults_before) as f64;
+            let mut row = Row::new(route.clone(), concurrency, measure, tally);
+            row.faults_per_request = if sent > 0 { faults / sent as f64 } else { 0.0 };
+            rows.push(row);
         }
     }
     print_table(&rows);
@@ -112,11 +134,10 @@ struct Gateway {
 }
 
 impl Gateway {
-    fn start(root: &Path) -> anyhow::Result<Self> {
+    fn start(root: &Path, routes: &[(String, PathBuf)]) -> anyhow::Result<Self> {
         let model = root.join("plugins/digits/model.onnx");
         let dir = tempfile::tempdir()?;
-        for (route, plugin) in ROUTES {
-            let plugin = root.join(plugin);
+        for (route, plugin) in routes {
             if !plugin.is_file() {
                 bail!(
                     "{} is missing: run scripts/build-plugins.sh --examples",
@@ -188,6 +209,18 @@ impl Gateway {
         Ok(format!("{}/v1/models/{route}:predict", self.url).parse()?)
     }
 
+    /// The gateway process's minor page faults so far (Linux; 0 elsewhere): mostly
+    /// copy-on-write faults on fresh plugin instances' memory images.
+    fn minor_faults(&self) -> u64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the parenthesized command name: state is field 3, minflt field 10.
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(7))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
     async fn metrics(&self) -> anyhow::Result<String> {
         let uri: Uri = format!("{}/metrics", self.admin).parse()?;
         let response = Client::builder(TokioExecutor::new())
@@ -236,6 +269,8 @@ async fn post(client: &HttpClient, uri: &Uri, body: Bytes) -> (bool, Bytes) {
 #[derive(Default)]
 struct Tally {
     completed: usize,
+    /// Requests that finished before the measured window (warm-up).
+    warmup: usize,
     latencies: Vec<Duration>,
     errors: usize,
 }
@@ -243,6 +278,7 @@ struct Tally {
 impl Tally {
     fn merge(&mut self, other: Tally) {
         self.completed += other.completed;
+        self.warmup += other.warmup;
         self.latencies.extend(other.latencies);
         self.errors += other.errors;
     }
@@ -257,7 +293,11 @@ async fn run_client(uri: Uri, body: Bytes, from: Instant, until: Instant) -> Tal
         let started = Instant::now();
         let (ok, _) = post(&client, &uri, body.clone()).await;
         let finished = Instant::now();
-        if finished < from || finished > until {
+        if finished < from {
+            tally.warmup += 1;
+            continue;
+        }
+        if finished > until {
             continue;
         }
         if !ok {
@@ -273,16 +313,17 @@ async fn run_client(uri: Uri, body: Bytes, from: Instant, until: Instant) -> Tal
 }
 
 struct Row {
-    route: &'static str,
+    route: String,
     concurrency: usize,
     throughput: f64,
     p50: Duration,
     p99: Duration,
     errors: usize,
+    faults_per_request: f64,
 }
 
 impl Row {
-    fn new(route: &'static str, concurrency: usize, window: Duration, mut tally: Tally) -> Self {
+    fn new(route: String, concurrency: usize, window: Duration, mut tally: Tally) -> Self {
         tally.latencies.sort();
         Row {
             route,
@@ -291,6 +332,7 @@ impl Row {
             p50: percentile(&tally.latencies, 0.50),
             p99: percentile(&tally.latencies, 0.99),
             errors: tally.errors,
+            faults_per_request: 0.0,
         }
     }
 }
@@ -309,15 +351,17 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn print_table(rows: &[Row]) {
-    println!("| plugin | concurrency | requests/s | p50 ms | p99 ms | errors | vs rust |");
-    println!("|---|--:|--:|--:|--:|--:|--:|");
+    println!(
+        "| plugin | concurrency | requests/s | p50 ms | p99 ms | errors | vs rust | page faults / request |"
+    );
+    println!("|---|--:|--:|--:|--:|--:|--:|--:|");
     for r in rows {
         let rust = rows
             .iter()
             .find(|o| o.route == "rust" && o.concurrency == r.concurrency)
             .map_or(0.0, |o| o.throughput);
         println!(
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {} | {:.2}x |",
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {} | {:.2}x | {:.0} |",
             r.route,
             r.concurrency,
             r.throughput,
@@ -325,6 +369,7 @@ fn print_table(rows: &[Row]) {
             ms(r.p99),
             r.errors,
             if rust > 0.0 { r.throughput / rust } else { 0.0 },
+            r.faults_per_request,
         );
     }
     println!();

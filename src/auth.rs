@@ -28,12 +28,34 @@ pub enum AuthError {
     Invalid,
     #[error("API key `{key}` may not call model `{model}`")]
     Forbidden { key: String, model: String },
+    /// gRPC names its model inside the message, after this check: only a key for every
+    /// model may call it.
+    #[error(
+        "API key `{key}` is limited to some models, and gRPC calls are only checked per key: \
+         call over REST, or use a key with models = [\"*\"]"
+    )]
+    GrpcNeedsAllModels { key: String },
     #[error("API key `{key}` is over its rate of {rate} requests/s; retry in {retry_after_s} s")]
     RateLimited {
         key: String,
         rate: f64,
         retry_after_s: u64,
     },
+}
+
+/// What [`Auth::check_grpc`] asks for: not a model name (names never contain `/`).
+const ANY_MODEL: &str = "/any";
+
+/// The gRPC status for a refusal: UNAUTHENTICATED, PERMISSION_DENIED or RESOURCE_EXHAUSTED.
+pub fn grpc_status(e: &AuthError) -> tonic::Status {
+    let message = e.to_string();
+    match e {
+        AuthError::Missing | AuthError::Invalid => tonic::Status::unauthenticated(message),
+        AuthError::Forbidden { .. } | AuthError::GrpcNeedsAllModels { .. } => {
+            tonic::Status::permission_denied(message)
+        }
+        AuthError::RateLimited { .. } => tonic::Status::resource_exhausted(message),
+    }
 }
 
 /// The credentials of an `Authorization: Bearer <token>` value. The scheme is
@@ -200,13 +222,21 @@ impl Auth {
             Ok(id) => (id.clone(), "allowed"),
             Err(AuthError::Missing) => ("none".to_string(), "unauthenticated"),
             Err(AuthError::Invalid) => ("invalid".to_string(), "unauthenticated"),
-            Err(AuthError::Forbidden { key, .. }) => (key.clone(), "forbidden"),
+            Err(AuthError::Forbidden { key, .. } | AuthError::GrpcNeedsAllModels { key }) => {
+                (key.clone(), "forbidden")
+            }
             Err(AuthError::RateLimited { key, .. }) => (key.clone(), "rate_limited"),
         };
         self.decisions
             .get_or_create(&AuthLabels { key, outcome })
             .inc();
         result
+    }
+
+    /// [`Auth::check`] for a gRPC call, whose model is not known before the message is
+    /// decoded: the key must allow every model.
+    pub fn check_grpc(&self, headers: &HeaderMap) -> Result<String, AuthError> {
+        self.check(headers, Some(ANY_MODEL))
     }
 
     fn decide(&self, headers: &HeaderMap, model: Option<&str>) -> Result<String, AuthError> {
@@ -226,6 +256,11 @@ impl Auth {
             }
         }
         let key = found.ok_or(AuthError::Invalid)?;
+        if model == Some(ANY_MODEL) && key.models.is_some() {
+            return Err(AuthError::GrpcNeedsAllModels {
+                key: key.id.clone(),
+            });
+        }
         if let (Some(model), Some(allowed)) = (model, &key.models)
             && !allowed.contains(model)
         {

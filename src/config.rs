@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 pub use auth::{AuthConfig, KeyConfig, KeysFile};
 pub use gateway::{
-    BackendConfig, GatewayConfig, OnnxConfig, PluginsConfig, ServerConfig, TfServingConfig,
-    TlsConfig, WatchMode,
+    BackendConfig, GatewayConfig, KserveV2Config, OnnxConfig, PluginsConfig, ServerConfig,
+    TfServingConfig, TlsConfig, WatchMode,
 };
 pub use model::{BatchingConfig, LimitsConfig, ModelConfig};
 

@@ -63,3 +63,44 @@ fn check_names_what_is_broken() {
         "{text}"
     );
 }
+
+/// An unreadable config says why once: the io error is not repeated by its source.
+#[test]
+fn a_missing_config_is_named_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, text) = check(&dir.path().join("nope.toml"));
+    assert!(!ok, "{text}");
+    assert!(text.contains("nope.toml: cannot read"), "{text}");
+    assert_eq!(
+        text.matches("No such file or directory").count(),
+        1,
+        "printed once: {text}"
+    );
+}
+
+/// Paths a model.toml names with `..` are shown as a person would write them, and logs to a
+/// pipe carry no terminal colour codes.
+#[test]
+fn check_prints_plain_paths_and_no_colour() {
+    let (dir, path) = gateway().backend("tfs", "http://127.0.0.1:1").write();
+    let model = dir.path().join("plugins/echo");
+    std::fs::create_dir_all(model.join("sub")).unwrap();
+    std::fs::copy(fixture("echo"), model.join("echo.wasm")).unwrap();
+    std::fs::write(
+        model.join("model.toml"),
+        "backend = \"tfs\"\nplugin = \"./sub/../echo.wasm\"\n",
+    )
+    .unwrap();
+    let (ok, text) = check(&path);
+    assert!(ok, "{text}");
+    let shown = model.join("echo.wasm");
+    assert!(
+        text.contains(&format!("pre={} ", shown.display())),
+        "{text}"
+    );
+    assert!(!text.contains("..") && !text.contains("/./"), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "no ANSI escapes in a pipe: {text:?}"
+    );
+}

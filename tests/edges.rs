@@ -596,9 +596,16 @@ async fn long_path_segments_are_400() {
 /// and both ways out; the largest that fits loads.
 #[test]
 fn max_connections_must_fit_the_descriptor_limit() {
-    let (_dir, path) = gateway().server_config("max_connections = 1000000000").write();
-    let error = infergate::GatewayConfig::load(&path).unwrap_err().to_string();
-    assert!(error.contains("does not fit the file-descriptor limit"), "{error}");
+    let (_dir, path) = gateway()
+        .server_config("max_connections = 1000000000")
+        .write();
+    let error = infergate::GatewayConfig::load(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("does not fit the file-descriptor limit"),
+        "{error}"
+    );
     assert!(error.contains("ulimit -n"), "{error}");
     let budget = infergate::server::fd_budget();
     let (_dir, path) = gateway()

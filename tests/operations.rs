@@ -88,7 +88,7 @@ async fn metrics_count_known_traffic() {
         &scrape,
         &format!(
             "infergate_requests_total{}",
-            m(",version=\"latest\",status=\"200\"")
+            m(",version=\"latest\",status=\"200\",protocol=\"rest\"")
         ),
         3.0,
     );
@@ -96,7 +96,7 @@ async fn metrics_count_known_traffic() {
         &scrape,
         &format!(
             "infergate_requests_total{}",
-            m(",version=\"latest\",status=\"400\"")
+            m(",version=\"latest\",status=\"400\",protocol=\"rest\"")
         ),
         1.0,
     );
@@ -104,13 +104,13 @@ async fn metrics_count_known_traffic() {
         &scrape,
         &format!(
             "infergate_requests_total{}",
-            m(",version=\"unknown\",status=\"404\"")
+            m(",version=\"unknown\",status=\"404\",protocol=\"rest\"")
         ),
         1.0,
     );
     expect(
         &scrape,
-        "infergate_requests_total{model=\"e\",version=\"latest\",status=\"200\"}",
+        "infergate_requests_total{model=\"e\",version=\"latest\",status=\"200\",protocol=\"rest\"}",
         1.0,
     );
     // The version the client made up is the client's 404, not a backend failure; the model
@@ -266,7 +266,46 @@ async fn admin_token_is_required_when_set() {
         .await;
     assert_eq!(plugins.status, 200, "{}", plugins.text());
     assert_eq!(plugins.json()["models"]["m"]["limits"]["memory_mb"], 64);
+    let allocator = plugins.json()["allocator"].clone();
+    assert!(
+        allocator == "pooling" || allocator == "on-demand",
+        "named as the docs name it: {allocator}"
+    );
+    // The scheme is case-insensitive (RFC 9110): clients send `bearer` too.
+    let lowercase = gw
+        .admin_get("/admin/routes", &[("authorization", "bearer s3cret")])
+        .await;
+    assert_eq!(lowercase.status, 200, "{}", lowercase.text());
+    // Probes carry no credentials.
     assert_eq!(gw.admin_get("/healthz", &[]).await.status, 200);
+    let ready = gw.admin_get("/readyz", &[]).await;
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    assert_eq!(ready.json()["status"], "ready");
+    gw.shutdown().await;
+}
+
+/// The admin listener answers as the public one does: a known path with the wrong method is
+/// 405 with `Allow`, an unknown path 404.
+#[tokio::test]
+async fn admin_wrong_method_is_405() {
+    let gw = gateway()
+        .backend("tfs", "http://127.0.0.1:1")
+        .model("m", "backend = \"tfs\"\n")
+        .start()
+        .await
+        .unwrap();
+    let get_reload = gw.admin_get("/admin/reload", &[]).await;
+    assert_eq!(get_reload.status, 405, "{}", get_reload.text());
+    assert_eq!(get_reload.headers["allow"], "POST");
+    assert!(
+        get_reload.error().contains("GET is not allowed"),
+        "{}",
+        get_reload.text()
+    );
+    let post_routes = gw.admin_post("/admin/routes").await;
+    assert_eq!(post_routes.status, 405);
+    assert_eq!(post_routes.headers["allow"], "GET");
+    assert_eq!(gw.admin_get("/admin/nothing", &[]).await.status, 404);
     gw.shutdown().await;
 }
 
@@ -296,7 +335,10 @@ async fn openapi_matches_the_router() {
             match &endpoint {
                 Endpoint::Predict { model, version }
                 | Endpoint::Status { model, version }
-                | Endpoint::Metadata { model, version } => {
+                | Endpoint::Metadata { model, version }
+                | Endpoint::V2Metadata { model, version }
+                | Endpoint::V2ModelReady { model, version }
+                | Endpoint::V2Infer { model, version } => {
                     assert_eq!(model, "digits", "{template}");
                     let expected = if template.contains("{version}") {
                         infergate::backend::VersionChoice::Number(2)
@@ -321,6 +363,12 @@ async fn openapi_matches_the_router() {
         "Readyz",
         "Metrics",
         "OpenApi",
+        "V2Server",
+        "V2Live",
+        "V2Ready",
+        "V2Metadata",
+        "V2ModelReady",
+        "V2Infer",
     ]
     .into();
     assert_eq!(reached, all, "endpoints missing from docs/openapi.json");
@@ -348,5 +396,11 @@ fn variant(endpoint: &Endpoint) -> &'static str {
         Endpoint::Readyz => "Readyz",
         Endpoint::Metrics => "Metrics",
         Endpoint::OpenApi => "OpenApi",
+        Endpoint::V2Server => "V2Server",
+        Endpoint::V2Live => "V2Live",
+        Endpoint::V2Ready => "V2Ready",
+        Endpoint::V2Metadata { .. } => "V2Metadata",
+        Endpoint::V2ModelReady { .. } => "V2ModelReady",
+        Endpoint::V2Infer { .. } => "V2Infer",
     }
 }

@@ -144,3 +144,49 @@ async fn json_logs_carry_request_id_model_and_stages() {
     }
     assert_eq!(span["batch_rows"], 1, "{access}");
 }
+
+/// With the default log filter, a log written to a file is plain text (no terminal colour
+/// codes) and carries the gateway's own events, not its dependencies' chatter: removing a
+/// model folder logs `removed`, not one `notify::inotify` line per dropped watch.
+#[tokio::test]
+async fn default_logs_are_plain_and_quiet() {
+    let toml = format!(
+        "backend = \"tfs\"\nplugin = \"{}\"\n",
+        fixture("echo").display()
+    );
+    let (dir, config) = gateway()
+        .backend("tfs", "http://127.0.0.1:1")
+        .plugins_config("debounce_ms = 50")
+        .model("keep", &toml)
+        .model("gone", &toml)
+        .write();
+    let log_path = dir.path().join("stderr.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut served = serve_process_logging(&config, &[], log.into(), None);
+    std::fs::remove_dir_all(dir.path().join("plugins/gone")).unwrap();
+    let models = format!("{}/v1/models", served.url);
+    eventually(10, "the removed folder's route gone", || {
+        let models = models.clone();
+        async move {
+            let list = send(Method::GET, &models, Bytes::new(), &[]).await.json();
+            list["models"].as_array().is_some_and(|m| m.len() == 1)
+        }
+    })
+    .await;
+    sigterm(&served.child);
+    let status = tokio::task::spawn_blocking(move || served.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(text.contains("removed"), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour codes in a log file: {text:?}"
+    );
+    assert!(
+        !text.contains("notify"),
+        "dependency chatter at the default level: {text}"
+    );
+}

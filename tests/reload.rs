@@ -244,6 +244,25 @@ async fn manual_reload() {
         json!([]),
         "an unchanged folder is not rebuilt"
     );
+    // A folder that breaks is `failed` in the rescan that finds it, and stays `failing` in
+    // every later report until it is fixed, while its last good version serves.
+    put(&gw.plugins_dir().join("a/pre.wasm"), b"not wasm");
+    let broken = gw.admin_post("/admin/reload").await.json();
+    assert!(broken["failed"]["a"].is_string(), "{broken}");
+    assert!(broken["failing"]["a"].is_string(), "{broken}");
+    let still = gw.admin_post("/admin/reload").await.json();
+    assert_eq!(still["failed"], json!({}), "nothing new failed: {still}");
+    assert!(
+        still["failing"]["a"]
+            .as_str()
+            .is_some_and(|e| e.contains("not a WebAssembly file")),
+        "{still}"
+    );
+    assert_eq!(
+        answer(&gw, "a").await,
+        Ok(1.0),
+        "the last good version serves"
+    );
 }
 
 /// Concurrent clients through 50 reloads alternating two plugin versions: no request fails,

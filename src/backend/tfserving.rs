@@ -132,18 +132,10 @@ impl TfServing {
         let mut client = self.prediction();
         let request = self.request(message, deadline);
         let response = self.call(deadline, client.predict(request)).await?;
-        let mut outputs: NamedTensors = response
-            .outputs
-            .into_iter()
-            .map(|(name, proto)| {
-                convert::from_proto(proto)
-                    .map(|t| (name.clone(), t))
-                    .map_err(|e| {
-                        BackendError::new(tonic::Code::Internal, format!("output `{name}`: {e}"))
-                    })
-            })
-            .collect::<Result<_, _>>()?;
-        outputs.sort_by(|a, b| a.0.cmp(&b.0));
+        // The reply's shapes are checked against its bytes and one limit for all outputs
+        // before anything is allocated (convert's module docs say why).
+        let outputs = convert::outputs_from_proto(response.outputs, convert::MAX_TENSOR_BYTES)
+            .map_err(|e| BackendError::new(tonic::Code::Internal, e))?;
         Ok(outputs)
     }
 

@@ -254,6 +254,10 @@ pub enum BackendConfig {
     /// `kind = "onnx"` — ONNX models run inside the gateway (no model server to start); each
     /// model folder names its file with `model_file = "model.onnx"`.
     Onnx(OnnxConfig),
+    /// `kind = "kserve_v2"` — a model server speaking the Open Inference Protocol over gRPC
+    /// (Triton, OpenVINO Model Server, MLServer, KServe).
+    #[serde(rename = "kserve_v2")]
+    KserveV2(KserveV2Config),
 }
 
 impl BackendConfig {
@@ -262,6 +266,7 @@ impl BackendConfig {
         match self {
             BackendConfig::Tfserving(_) => "tfserving",
             BackendConfig::Onnx(_) => "onnx",
+            BackendConfig::KserveV2(_) => "kserve_v2",
         }
     }
 }
@@ -303,6 +308,24 @@ pub struct TfServingConfig {
 }
 
 impl TfServingConfig {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+/// `kind = "kserve_v2"`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KserveV2Config {
+    /// `endpoints = ["http://127.0.0.1:8001"]` — the servers' gRPC endpoints (Triton's
+    /// default port is 8001), used round robin.
+    pub endpoints: Vec<String>,
+    /// `timeout_ms = 10000` — deadline of one backend call (sent as the gRPC deadline too).
+    #[serde(default = "default_backend_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+impl KserveV2Config {
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
     }
@@ -462,14 +485,21 @@ impl GatewayConfig {
         }
         for (name, backend) in &self.backends {
             match backend {
-                BackendConfig::Tfserving(tfs) => {
-                    if tfs.endpoints.is_empty() {
+                BackendConfig::Tfserving(TfServingConfig {
+                    endpoints,
+                    timeout_ms,
+                })
+                | BackendConfig::KserveV2(KserveV2Config {
+                    endpoints,
+                    timeout_ms,
+                }) => {
+                    if endpoints.is_empty() {
                         return Err(ConfigError::invalid(
                             path,
                             format!("backends.{name}.endpoints is empty"),
                         ));
                     }
-                    for endpoint in &tfs.endpoints {
+                    for endpoint in endpoints {
                         let ok = endpoint
                             .parse::<http::Uri>()
                             .is_ok_and(|u| u.scheme().is_some() && u.host().is_some());
@@ -482,7 +512,7 @@ impl GatewayConfig {
                             ));
                         }
                     }
-                    if tfs.timeout_ms == 0 {
+                    if *timeout_ms == 0 {
                         return Err(ConfigError::invalid(
                             path,
                             format!("backends.{name}.timeout_ms must be greater than 0"),

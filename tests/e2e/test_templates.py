@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -76,8 +77,12 @@ def test_rust_template_builds_against_the_packaged_crate(outside):
     assert "workspace = true" not in (sdk / "Cargo.toml").read_text()
     project = generate("rust", outside / "demo", "demo", f'{{ path = "{sdk}" }}')
     shutil.copy(REPO / "plugins" / "Cargo.lock", project / "Cargo.lock")
+    # Outside the repository its rust-toolchain.toml does not apply: name the same toolchain
+    # (it has the wasm32-wasip2 target, and its build of the dependencies is in plugins/target).
+    channel = tomllib.loads((REPO / "rust-toolchain.toml").read_text())["toolchain"]["channel"]
+    env = {**os.environ, "RUSTUP_TOOLCHAIN": channel}
     run(["cargo", "build", "--release", "--target", "wasm32-wasip2",
-         "--target-dir", REPO / "plugins" / "target"], cwd=project, timeout=900)
+         "--target-dir", REPO / "plugins" / "target"], cwd=project, env=env, timeout=900)
     artifact = REPO / "plugins" / "target" / "wasm32-wasip2" / "release" / "demo_plugin.wasm"
     shutil.copy(artifact, project / "plugin.wasm")
     check(project)

@@ -397,15 +397,30 @@ pub struct Served {
 /// `stderr`) and
 /// waits for it to print both addresses.
 pub fn serve_process(config: &std::path::Path, args: &[&str], stderr: Stdio) -> Served {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_infergate"))
+    serve_process_logging(config, args, stderr, Some("info,infergate::access=debug"))
+}
+
+/// [`serve_process`] with `RUST_LOG` set to `filter`, or with the gateway's default filter
+/// (`RUST_LOG` and `NO_COLOR` removed) for `None`.
+pub fn serve_process_logging(
+    config: &std::path::Path,
+    args: &[&str],
+    stderr: Stdio,
+    filter: Option<&str>,
+) -> Served {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_infergate"));
+    command
         .args(["serve", "--config"])
         .arg(config)
         .args(args)
-        .env("RUST_LOG", "info,infergate::access=debug")
+        .env_remove("NO_COLOR")
         .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
+        .stderr(stderr);
+    match filter {
+        Some(filter) => command.env("RUST_LOG", filter),
+        None => command.env_remove("RUST_LOG"),
+    };
+    let mut child = command.spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut url = None;
     let mut admin_url = None;
