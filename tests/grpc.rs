@@ -274,6 +274,9 @@ async fn bad_requests_get_statuses_that_say_what_to_fix() {
         },
     );
     check(client.predict(r).await, Code::InvalidArgument, "input `x`");
+    // One value fills the shape (TF's rule), but not past the message size limit.
+    let r = predict_request("m", floats(&[1 << 20, 1 << 20], &[1.0]));
+    check(client.predict(r).await, Code::InvalidArgument, "input `x`");
     let mut r = good();
     r.inputs.insert("w".into(), floats(&[1, 2], &[1.0, 2.0]));
     check(

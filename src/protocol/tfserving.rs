@@ -66,13 +66,18 @@ impl PredictionService for TfServingApi {
     ) -> Result<Response<PredictResponse>, Status> {
         let request = request.into_inner();
         let (route, version) = self.route(request.model_spec.as_ref())?;
+        // A typed field with one value fills the whole shape: bound what a small message may
+        // expand to by the limit on the message itself.
+        let limit = self.gateway.config().server.max_body_bytes;
         let mut inputs: NamedTensors = request
             .inputs
             .into_iter()
-            .map(|(name, proto)| match convert::from_proto(proto) {
-                Ok(tensor) => Ok((name, tensor)),
-                Err(e) => Err(Status::invalid_argument(format!("input `{name}`: {e}"))),
-            })
+            .map(
+                |(name, proto)| match convert::from_proto_within(proto, limit) {
+                    Ok(tensor) => Ok((name, tensor)),
+                    Err(e) => Err(Status::invalid_argument(format!("input `{name}`: {e}"))),
+                },
+            )
             .collect::<Result<_, _>>()?;
         inputs.sort_by(|a, b| a.0.cmp(&b.0));
         let spec = request.model_spec.unwrap_or_default();

@@ -61,6 +61,7 @@ pub fn example_image(name: &str) -> Vec<u8> {
 pub struct GatewayBuilder {
     backends: Vec<(String, String, u64)>,
     onnx_backends: Vec<String>,
+    kserve_v2_backends: Vec<(String, String)>,
     models: Vec<(String, String)>,
     files: Vec<(String, String, Vec<u8>)>,
     max_body_bytes: Option<usize>,
@@ -81,6 +82,13 @@ impl GatewayBuilder {
 
     pub fn backend_with_timeout(mut self, name: &str, url: &str, timeout_ms: u64) -> Self {
         self.backends.push((name.into(), url.into(), timeout_ms));
+        self
+    }
+
+    /// A `kserve_v2` backend (Open Inference Protocol over gRPC) named `name` at `url`, with a
+    /// 5 s call timeout.
+    pub fn kserve_v2_backend(mut self, name: &str, url: &str) -> Self {
+        self.kserve_v2_backends.push((name.into(), url.into()));
         self
     }
 
@@ -145,6 +153,11 @@ impl GatewayBuilder {
         for (name, url, timeout) in &self.backends {
             text += &format!(
                 "[backends.{name}]\nkind = \"tfserving\"\nendpoints = [\"{url}\"]\ntimeout_ms = {timeout}\n"
+            );
+        }
+        for (name, url) in &self.kserve_v2_backends {
+            text += &format!(
+                "[backends.{name}]\nkind = \"kserve_v2\"\nendpoints = [\"{url}\"]\ntimeout_ms = 5000\n"
             );
         }
         for name in &self.onnx_backends {
