@@ -240,3 +240,73 @@ async fn keys_file_hot_reload() {
         "bad edit took effect"
     );
 }
+
+/// gRPC carries the key as `authorization` metadata. Its model is inside the message, so a
+/// key for every model may call (and is rate limited like REST); a key limited to some
+/// models gets PERMISSION_DENIED saying why, and none UNAUTHENTICATED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_need_a_key_for_every_model() {
+    use infergate::proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
+    use infergate::proto::tensorflow::serving::{ModelSpec, PredictRequest};
+    use infergate::proto::tensorflow::{
+        DataType, TensorProto, TensorShapeProto, tensor_shape_proto::Dim,
+    };
+
+    let backend = fake().await;
+    let auth = format!(
+        "[auth]\n{}{}",
+        key_entry("auth.keys", "team-a", "secret-a", "[\"m\"]", ""),
+        key_entry("auth.keys", "ops", "secret-ops", "[\"*\"]", "")
+    );
+    let gw = with_auth(&backend, &auth).await;
+    let request = || {
+        let x = TensorProto {
+            dtype: DataType::DtFloat as i32,
+            tensor_shape: Some(TensorShapeProto {
+                dim: [1, 2]
+                    .iter()
+                    .map(|&size| Dim {
+                        size,
+                        name: String::new(),
+                    })
+                    .collect(),
+                unknown_rank: false,
+            }),
+            float_val: vec![1.0, 2.0],
+            ..Default::default()
+        };
+        PredictRequest {
+            model_spec: Some(ModelSpec {
+                name: "m".into(),
+                ..Default::default()
+            }),
+            inputs: [("x".to_string(), x)].into(),
+            output_filter: Vec::new(),
+        }
+    };
+    let mut client = PredictionServiceClient::connect(gw.url.clone())
+        .await
+        .unwrap();
+    for (key, expected) in [
+        (None, Some(tonic::Code::Unauthenticated)),
+        (Some("Bearer nope"), Some(tonic::Code::Unauthenticated)),
+        (Some("Bearer secret-a"), Some(tonic::Code::PermissionDenied)),
+        (Some("bearer secret-ops"), None),
+    ] {
+        let mut call = tonic::Request::new(request());
+        if let Some(key) = key {
+            call.metadata_mut()
+                .insert("authorization", key.parse().unwrap());
+        }
+        match (client.predict(call).await, expected) {
+            (Ok(_), None) => {}
+            (Err(status), Some(code)) => {
+                assert_eq!(status.code(), code, "{key:?}: {status:?}");
+                if code == tonic::Code::PermissionDenied {
+                    assert!(status.message().contains("models = [\"*\"]"), "{status:?}");
+                }
+            }
+            (outcome, _) => panic!("{key:?}: {outcome:?}"),
+        }
+    }
+}
