@@ -210,7 +210,7 @@ impl Auth {
             decisions,
             reloads,
         };
-        auth.load_keys()?;
+        auth.load_keys(true)?;
         Ok(auth)
     }
 
@@ -282,7 +282,7 @@ impl Auth {
     /// Re-reads the keys file (if any); swaps in the new key set when it changed and is
     /// valid. Returns whether it swapped. Blocking: call it off the async workers.
     pub fn reload_if_changed(&self) -> Result<bool, ConfigError> {
-        let outcome = self.load_keys();
+        let outcome = self.load_keys(false);
         let label = match &outcome {
             Ok(false) => None,
             Ok(true) => Some("reloaded"),
@@ -294,15 +294,29 @@ impl Auth {
         outcome
     }
 
-    fn load_keys(&self) -> Result<bool, ConfigError> {
+    /// Reads the keys file once and builds the key set from exactly the bytes it hashed.
+    /// An empty file is refused at start; on a reload it is taken for a write in progress
+    /// (an in-place `>` truncates before it writes) and skipped, so it never revokes every
+    /// key for an instant. `keys = []` says "no keys in this file" on purpose.
+    fn load_keys(&self, starting: bool) -> Result<bool, ConfigError> {
         let mut keys = self.config.keys.clone();
         let mut digest = None;
         if let Some(path) = &self.config.keys_file {
-            let text = std::fs::read(path).map_err(|cause| ConfigError::Read {
+            let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
                 path: path.clone(),
                 cause,
             })?;
-            let d: [u8; 32] = Sha256::digest(&text).into();
+            if text.trim().is_empty() {
+                if starting {
+                    return Err(ConfigError::invalid(
+                        path,
+                        "the keys file is empty: add [[keys]] entries (or `keys = []` \
+                         for none on purpose)",
+                    ));
+                }
+                return Ok(false);
+            }
+            let d: [u8; 32] = Sha256::digest(text.as_bytes()).into();
             let mut last = self
                 .file_digest
                 .lock()
@@ -312,7 +326,7 @@ impl Auth {
             }
             *last = Some(d);
             digest = Some(d);
-            keys.extend(KeysFile::load(path)?.keys);
+            keys.extend(KeysFile::parse(path, &text)?.keys);
             check_unique(path, &keys)?;
         }
         let old = self.keys.load();
@@ -483,5 +497,56 @@ mod tests {
         tokio::time::advance(Duration::from_millis(1000)).await;
         assert!(auth.check(&slow, Some("m")).is_ok());
         assert!(auth.check(&slow, Some("m")).is_err());
+    }
+
+    /// An empty keys file stops the start naming it; on a reload it is a write in progress
+    /// and changes nothing, while `keys = []` on purpose revokes the file's keys.
+    #[test]
+    fn empty_keys_file_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keys.toml");
+        let config = AuthConfig {
+            keys: Vec::new(),
+            keys_file: Some(file.clone()),
+            reload_interval_ms: 5000,
+        };
+        std::fs::write(&file, "\n").unwrap();
+        let Err(e) = Auth::load(&config, &mut Registry::default()) else {
+            panic!("an empty keys file was accepted at start");
+        };
+        let message = e.to_string();
+        assert!(
+            message.contains("keys.toml") && message.contains("empty"),
+            "{message}"
+        );
+
+        let entry = key("k", "secret", &["m"], None, None);
+        std::fs::write(
+            &file,
+            format!(
+                "[[keys]]\nid = \"k\"\nsha256 = \"{}\"\nmodels = [\"m\"]\n",
+                entry.sha256
+            ),
+        )
+        .unwrap();
+        let auth = Auth::load(&config, &mut Registry::default()).unwrap();
+        assert_eq!(
+            auth.check(&bearer("Bearer secret"), Some("m")),
+            Ok("k".into())
+        );
+
+        std::fs::write(&file, "").unwrap();
+        assert!(matches!(auth.reload_if_changed(), Ok(false)));
+        assert_eq!(
+            auth.check(&bearer("Bearer secret"), Some("m")),
+            Ok("k".into())
+        );
+
+        std::fs::write(&file, "keys = []\n").unwrap();
+        assert!(matches!(auth.reload_if_changed(), Ok(true)));
+        assert_eq!(
+            auth.check(&bearer("Bearer secret"), Some("m")),
+            Err(AuthError::Invalid)
+        );
     }
 }

@@ -55,9 +55,10 @@ pub struct KeysFile {
 }
 
 impl KeysFile {
-    /// Reads and checks a keys file.
-    pub fn load(path: &Path) -> Result<KeysFile, ConfigError> {
-        let file: KeysFile = super::read_toml(path)?;
+    /// Checks the text of a keys file read from `path` (read once by the caller, so what is
+    /// checked is what was hashed to notice the change).
+    pub fn parse(path: &Path, text: &str) -> Result<KeysFile, ConfigError> {
+        let file: KeysFile = super::parse_toml(path, text)?;
         validate_keys(path, "keys", &file.keys)?;
         Ok(file)
     }
