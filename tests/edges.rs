@@ -506,21 +506,34 @@ async fn h2_streams_over_the_limit_are_refused_not_the_connection() {
     let abusive = h2_flood(&addr(&gw.url), 100 + budget + 200).await;
     assert!(abusive.goaway, "past the reset budget: {abusive:?}");
 
+    // h2 frees a stream's slot just after its END_STREAM is queued, so a client that opens
+    // the next stream the moment it reads one (the h2 crate does) may rarely be refused in
+    // that window; REFUSED_STREAM means "not processed", so it retries, as RFC 9113 §8.7
+    // allows. Every other error fails the test, and every request must end 200.
     let tcp = TcpStream::connect(addr(&gw.url)).await.unwrap();
     let (client, connection) = h2::client::handshake(tcp).await.unwrap();
     let driver = tokio::spawn(connection);
-    let mut client = client;
     let mut pending = Vec::new();
     for _ in 0..1000 {
-        client = client.ready().await.unwrap();
-        let request = http::Request::get(format!("{}/healthz", gw.url))
-            .body(())
-            .unwrap();
-        let (response, _) = client.send_request(request, true).unwrap();
-        pending.push(tokio::spawn(response));
+        let mut client = client.clone().ready().await.unwrap();
+        let url = format!("{}/healthz", gw.url);
+        pending.push(tokio::spawn(async move {
+            for _ in 0..5 {
+                let request = http::Request::get(&url).body(()).unwrap();
+                let (response, _) = client.send_request(request, true).unwrap();
+                match response.await {
+                    Ok(response) => return response.status(),
+                    Err(e) if e.reason() == Some(h2::Reason::REFUSED_STREAM) => {
+                        client = client.ready().await.unwrap();
+                    }
+                    Err(e) => panic!("well-behaved client: {e}"),
+                }
+            }
+            panic!("refused five times in a row")
+        }));
     }
     for response in pending {
-        assert_eq!(response.await.unwrap().unwrap().status(), 200);
+        assert_eq!(response.await.unwrap(), 200);
     }
     driver.abort();
 }
