@@ -432,11 +432,9 @@ async fn h2_flood(addr: &str, streams: u32) -> Flood {
                 let payload = buf[9..9 + len].to_vec();
                 buf.drain(..9 + len);
                 match kind {
-                    0x1 if seen.insert(id) => {
-                        // :status 200 is static index 8.
-                        if payload.first() == Some(&0x88) {
-                            flood.answered += 1;
-                        }
+                    // :status 200 is static index 8; another status is seen, not answered.
+                    0x1 if seen.insert(id) && payload.first() == Some(&0x88) => {
+                        flood.answered += 1;
                     }
                     0x3 if seen.insert(id) => {
                         if payload == [0, 0, 0, 7] {
