@@ -97,14 +97,36 @@ pub struct Image {
     buf: Buf,
 }
 
+/// The widest and tallest image [`decode`] accepts, in pixels.
+pub const MAX_DIMENSION: u32 = 8192;
+
+/// The most memory [`decode`] lets the decoder allocate, in bytes (an RGBA 8192x2048 image).
+pub const MAX_DECODE_BYTES: u64 = 64 << 20;
+
 /// Decodes PNG or JPEG bytes (the format is read from the bytes, not trusted from a header)
 /// to 8-bit grayscale or RGB. Alpha is dropped, as Pillow's `convert` does.
+///
+/// An image wider or taller than [`MAX_DIMENSION`], or whose decoding would allocate more
+/// than [`MAX_DECODE_BYTES`], is refused from its header, before any pixel is allocated: a
+/// 100-byte PNG can declare 20000x20000 pixels, and decoding it would run the plugin out of
+/// memory instead of telling the client what is wrong.
 pub fn decode(bytes: &[u8], channels: Channels) -> Result<Image, ImageError> {
-    let decoded = ImageReader::new(Cursor::new(bytes))
+    let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|e| ImageError(e.to_string()))?
-        .decode()
         .map_err(|e| ImageError(e.to_string()))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_DIMENSION);
+    limits.max_image_height = Some(MAX_DIMENSION);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    reader.limits(limits);
+    let decoded = reader.decode().map_err(|e| match e {
+        image::ImageError::Limits(_) => ImageError(format!(
+            "the image is too large: at most {MAX_DIMENSION}x{MAX_DIMENSION} pixels and \
+             {} MiB decoded ({e})",
+            MAX_DECODE_BYTES >> 20
+        )),
+        e => ImageError(e.to_string()),
+    })?;
     let buf = match channels {
         Channels::Gray => Buf::Gray(to_gray(decoded)),
         Channels::Rgb => Buf::Rgb(decoded.into_rgb8()),
@@ -346,6 +368,52 @@ mod tests {
     fn rgb(pixels: &[[u8; 3]], width: u32) -> Image {
         let height = pixels.len() as u32 / width;
         Image::from_raw(width, height, Channels::Rgb, pixels.concat()).unwrap()
+    }
+
+    /// The IEEE CRC-32 PNG chunks carry.
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    /// A small PNG whose header (IHDR, CRC fixed up) declares `width` x `height`.
+    fn png_declaring(width: u32, height: u32) -> Vec<u8> {
+        let gray = Image::from_raw(2, 2, Channels::Gray, vec![1, 2, 3, 4]).unwrap();
+        let mut png = gray.to_png().unwrap();
+        // Signature (8), IHDR length (4) and type (4), then width and height.
+        png[16..20].copy_from_slice(&width.to_be_bytes());
+        png[20..24].copy_from_slice(&height.to_be_bytes());
+        let crc = crc32(&png[12..29]);
+        png[29..33].copy_from_slice(&crc.to_be_bytes());
+        png
+    }
+
+    #[test]
+    fn images_over_the_limits_are_refused_from_the_header() {
+        let huge = png_declaring(20_000, 20_000);
+        assert!(huge.len() < 200, "{} bytes", huge.len());
+        let err = decode_gray(&huge).unwrap_err().to_string();
+        assert!(err.contains("too large") && err.contains("8192"), "{err}");
+        let wide = decode_rgb(&png_declaring(MAX_DIMENSION + 1, 1)).unwrap_err();
+        assert!(wide.to_string().contains("too large"), "{wide}");
+        let tall = decode_rgb(&png_declaring(1, MAX_DIMENSION + 1)).unwrap_err();
+        assert!(tall.to_string().contains("too large"), "{tall}");
+        // At the limits the header passes: this one fails later, on its too-short data,
+        // and not as too large.
+        let edge = decode_gray(&png_declaring(MAX_DIMENSION, 2)).unwrap_err();
+        assert!(!edge.to_string().contains("too large"), "{edge}");
+        // A real image within the limits decodes.
+        assert_eq!(decode_gray(&png_declaring(2, 2)).unwrap().width(), 2);
     }
 
     #[test]
