@@ -118,21 +118,27 @@ impl Hostile {
     }
 }
 
-/// Metric series exported now (sample lines of `GET /metrics`).
-async fn series(gw: &TestGateway) -> usize {
+/// Metric series exported now (sample lines of `GET /metrics`, without their values).
+async fn series(gw: &TestGateway) -> std::collections::BTreeSet<String> {
     let text = gw.get("/metrics").await.text();
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .count()
+        .map(|l| l.rsplit_once(' ').map_or(l, |(name, _)| name).to_string())
+        .collect()
 }
+
+/// Series that may appear during the measured 10,000 requests: closed-set labels whose first
+/// occurrence depends on timing (a batch closed by size rather than by time, on a busy
+/// machine). A client-driven series would add one per request, thousands.
+const SERIES_SLACK: usize = 8;
 
 /// What a case left behind.
 struct Outcome {
     statuses: BTreeMap<u16, usize>,
     before: Probe,
     after: Probe,
-    series_before: usize,
-    series_after: usize,
+    series_before: std::collections::BTreeSet<String>,
+    series_after: std::collections::BTreeSet<String>,
     queues: usize,
 }
 
@@ -159,13 +165,15 @@ async fn hostile(
         .map_or(0, |r| r.batcher.queue_count());
     eprintln!(
         "{name}: {HOSTILE} requests answered {statuses:?}; RSS {} -> {} KiB ({:+} KiB, {:.3}x); \
-         tasks {} -> {}; metric series {series_before} -> {series_after}; batch queues {queues}",
+         tasks {} -> {}; metric series {} -> {}; batch queues {queues}",
         before.rss >> 10,
         after.rss >> 10,
         (after.rss as i64 - before.rss as i64) >> 10,
         after.rss as f64 / before.rss as f64,
         before.tasks,
         after.tasks,
+        series_before.len(),
+        series_after.len(),
     );
     Outcome {
         statuses,
@@ -179,7 +187,7 @@ async fn hostile(
 
 impl Outcome {
     /// The bounds every case must keep: memory within the budget, tasks within the bounded
-    /// queues plus slack, no new metric series, queues within `max_queues`.
+    /// queues plus slack, at most `SERIES_SLACK` new metric series, queues within `max_queues`.
     fn within_bounds(&self, max_queues: usize) {
         let grown = self.after.rss.saturating_sub(self.before.rss);
         assert!(
@@ -194,9 +202,11 @@ impl Outcome {
             self.before.tasks,
             self.after.tasks
         );
-        assert_eq!(
-            self.series_after, self.series_before,
-            "hostile requests minted metric series"
+        let added: Vec<&String> = self.series_after.difference(&self.series_before).collect();
+        assert!(
+            added.len() <= SERIES_SLACK,
+            "hostile requests minted {} metric series: {added:?}",
+            added.len()
         );
         assert!(self.queues <= max_queues, "{} batch queues", self.queues);
     }
