@@ -51,7 +51,8 @@ pub fn gateway_binary(args: &Args) -> anyhow::Result<PathBuf> {
             path.display()
         );
     }
-    Ok(path)
+    // Absolute: the gateway starts in its config's temp dir.
+    Ok(path.canonicalize()?)
 }
 
 /// A temp dir with `gateway.toml` and `plugins/digits/model.toml` (with the example plugin when
