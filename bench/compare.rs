@@ -9,9 +9,13 @@
 //! 3. `direct gRPC` — this process sending the prepared tensor straight to the backend: no
 //!    HTTP, no plugins, the limit;
 //! 4. `infergate rest` — the gateway as a pass-through: no plugins, REST JSON in and out;
-//! 5. `mosec` — `bench/mosec_app.py`: mosec's Rust front, Python pre/inference/post workers,
+//! 5. `infergate gRPC` — the same pass-through gateway called with setup 3's gRPC Predict
+//!    (TF Serving's API on the gateway's port), so 5 / 3 is the gateway's cost on gRPC;
+//! 6. `infergate v2` — the same gateway over the Open Inference Protocol's REST infer, with
+//!    JSON `data` and with the binary tensor extension;
+//! 7. `mosec` — `bench/mosec_app.py`: mosec's Rust front, Python pre/inference/post workers,
 //!    dynamic batching in front of the gRPC call;
-//! 6. `triton` — `bench/triton_app.py`: Triton Inference Server (PyPI's nvidia-pytriton) with
+//! 8. `triton` — `bench/triton_app.py`: Triton Inference Server (PyPI's nvidia-pytriton) with
 //!    a Python model behind Triton's dynamic batcher.
 //!
 //! Plus sanity rows of setup 1 on the embedded ONNX backend and on real TensorFlow
@@ -78,7 +82,7 @@ pub struct Args {
     /// Also run setup 1 against real TensorFlow (scripts/tf_server.py).
     #[arg(long)]
     real_tf: bool,
-    /// Only these setups (1-6), e.g. `--only 1,3`.
+    /// Only these setups (1-8), e.g. `--only 1,3`.
     #[arg(long, value_delimiter = ',')]
     only: Vec<u8>,
     /// Pairs of c = 1 rows (direct gRPC, then infergate) for target 3, which asks for 5 of 5
@@ -95,7 +99,7 @@ pub struct Args {
     /// The gateway binary (default: `infergate` beside this bench's build directory).
     #[arg(long)]
     infergate: Option<PathBuf>,
-    /// Python for the peers (setups 2, 5, 6): the bench venv of bench/requirements.txt
+    /// Python for the peers (setups 2, 7, 8): the bench venv of bench/requirements.txt
     /// (bench/run makes it).
     #[arg(long)]
     python: Option<PathBuf>,

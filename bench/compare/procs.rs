@@ -164,9 +164,10 @@ pub fn peak_rss(pid: u32) -> Option<u64> {
 
 /// The 1-, 5- and 15-minute load averages, as `uptime` prints them.
 pub fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
+    std::fs::read_to_string("/proc/loadavg").map_or_else(
+        |_| "unknown".into(),
+        |s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+    )
 }
 
 /// The whole machine's CPU time so far (`/proc/stat`'s `cpu` line), to tell what other

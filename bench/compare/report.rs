@@ -136,8 +136,8 @@ fn print_ratios(rows: &[Row], plan: &Plan) {
         };
         let peers = [
             best(rows, "2 tornado", c),
-            find(rows, "5 mosec", c),
-            find(rows, "6 triton", c),
+            find(rows, "7 mosec", c),
+            find(rows, "8 triton", c),
             find(rows, "3 direct gRPC", c),
             find(rows, "4 infergate rest", c),
         ];

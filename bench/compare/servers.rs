@@ -173,8 +173,8 @@ impl Peer {
     pub fn name(self) -> String {
         match self {
             Peer::Tornado { procs } => format!("2 tornado x{procs}"),
-            Peer::Mosec => "5 mosec".into(),
-            Peer::Triton => "6 triton".into(),
+            Peer::Mosec => "7 mosec".into(),
+            Peer::Triton => "8 triton".into(),
         }
     }
 

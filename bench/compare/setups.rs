@@ -1,6 +1,5 @@
 //! Running each setup: start it, check it answers correctly, measure its rows.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant as StdInstant};
 
 use anyhow::{Context, bail};
@@ -113,10 +112,37 @@ pub async fn run_all(args: Args) -> anyhow::Result<()> {
             );
         }
     }
-    if args.runs(5) {
+    // The tensor protocols on setup 4's pass-through gateway: TF Serving's gRPC Predict with
+    // setup 3's request (so 5 / 3 is the gateway's cost on gRPC), and the Open Inference
+    // Protocol over REST, JSON and binary tensors (beside setup 4's REST JSON).
+    if args.runs(5) || args.runs(6) {
+        let dir = servers::gateway_config(&backend_addr, false)?;
+        let (server, base) = servers::start_gateway(&gateway_bin, &dir, &[])?;
+        let mut targets = Vec::new();
+        if args.runs(5) {
+            let addr = base.trim_start_matches("http://");
+            targets.push((
+                "5 infergate gRPC",
+                grpc_target(addr, &work.image).await?,
+                "",
+            ));
+        }
+        if args.runs(6) {
+            let (json, binary) = v2_targets(&base, &work.image, &bodies)?;
+            targets.push(("6 infergate v2 json", json, "outputs"));
+            targets.push(("6 infergate v2 binary", binary, "outputs"));
+        }
+        for (name, target, expect) in targets {
+            check(&target, expect).await?;
+            for &c in &plan.concurrencies {
+                rows.push(m.row(name, Some(&server), &fake, &target, c).await?);
+            }
+        }
+    }
+    if args.runs(7) {
         rows.extend(peer_rows(&args, &m, Peer::Mosec, &fake, &backend_addr, &png, &bodies).await?);
     }
-    if args.runs(6) {
+    if args.runs(8) {
         rows.extend(peer_rows(&args, &m, Peer::Triton, &fake, &backend_addr, &png, &bodies).await?);
     }
     // Sanity row: setup 1's plugins on the embedded ONNX backend, the real model run in
@@ -254,6 +280,40 @@ fn median(samples: &mut [Duration]) -> Duration {
     samples.get(samples.len() / 2).copied().unwrap_or_default()
 }
 
+/// `POST /v2/models/digits/infer` with setup 3's pixels: as JSON `data`, and with the binary
+/// tensor extension (the raw f32 bytes after the JSON header, a binary output asked for).
+fn v2_targets(base: &str, image: &Tensor, bodies: &Bodies) -> anyhow::Result<(Target, Target)> {
+    let url = format!("{base}/v2/models/digits/infer");
+    let pixels = image.to_f32().context("the image tensor is f32")?;
+    let json = serde_json::json!({
+        "inputs": [{ "name": "image", "shape": [1, 28, 28, 1], "datatype": "FP32", "data": pixels }]
+    });
+    let head = serde_json::json!({
+        "inputs": [{ "name": "image", "shape": [1, 28, 28, 1], "datatype": "FP32",
+                     "parameters": { "binary_data_size": image.data().len() } }],
+        "outputs": [{ "name": "probabilities", "parameters": { "binary_data": true } }]
+    })
+    .to_string();
+    let mut binary = head.clone().into_bytes();
+    binary.extend_from_slice(image.data());
+    let json = http_target(
+        &url,
+        &Bytes::from(json.to_string()),
+        "application/json",
+        bodies,
+    )?;
+    let mut binary = http_target(
+        &url,
+        &Bytes::from(binary),
+        "application/octet-stream",
+        bodies,
+    )?;
+    if let Target::Http { headers, .. } = &mut binary {
+        headers.push(("inference-header-content-length", head.len().to_string()));
+    }
+    Ok((json, binary))
+}
+
 async fn grpc_target(backend: &str, image: &Tensor) -> anyhow::Result<Target> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{backend}"))?
         .tcp_nodelay(true)
@@ -356,7 +416,7 @@ impl Measure<'_> {
 
     async fn wrk_row(
         &self,
-        wrk: &PathBuf,
+        wrk: &std::path::Path,
         setup: &str,
         server: Option<&Server>,
         backend: &Server,
@@ -384,7 +444,7 @@ impl Measure<'_> {
         };
         let whole_secs = |d: Duration| d.as_secs_f64().ceil() as u64;
         let run = |secs: u64| {
-            let (wrk, target) = (wrk.clone(), target.clone());
+            let (wrk, target) = (wrk.to_path_buf(), target.clone());
             tokio::task::spawn_blocking(move || wrk::run(&wrk, &target, concurrency, secs))
         };
         run(whole_secs(self.plan.warmup)).await??;
