@@ -75,6 +75,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     let drain = gateway.config().server.drain_timeout();
+    // Health checks run while serving; they stop when the gateway (its backends) is dropped.
+    gateway.start_backends();
     let draining = gateway.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
