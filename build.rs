@@ -1,10 +1,11 @@
-//! Compiles the TF Serving protos in `proto/` into Rust with tonic; `protox` parses them, so
-//! no `protoc` binary is needed.
+//! Compiles the protos in `proto/` (TF Serving's API and the Open Inference Protocol's) into
+//! Rust with tonic, once; `protox` parses them, so no `protoc` binary is needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/tensorflow_serving/apis/prediction_service.proto",
         "proto/tensorflow_serving/apis/model_service.proto",
+        "proto/inference/grpc_service.proto",
     ];
     let fds = protox::compile(files, ["proto"])?;
     tonic_prost_build::configure()

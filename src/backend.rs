@@ -1,5 +1,6 @@
 //! Where tensors are run: the [`Backend`] seam every route calls through, and its kinds.
-//! `tfserving` speaks TF Serving's gRPC API; `onnx` runs ONNX models in process. Every kind
+//! `tfserving` speaks TF Serving's gRPC API; `kserve_v2` the Open Inference Protocol's (Triton,
+//! OVMS, MLServer, KServe); `onnx` runs ONNX models in process. Every kind
 //! answers the same three questions: predict, model status, signature metadata.
 //!
 //! - [`Provider`]: a configured `[backends.<name>]`, which gives each route its [`Backend`].
@@ -11,6 +12,7 @@
 
 mod counted;
 pub mod endpoints;
+pub mod kserve_v2;
 pub mod metadata;
 pub mod onnx;
 mod recorded;
@@ -24,6 +26,7 @@ use std::time::Duration;
 
 pub use counted::Counted;
 pub use endpoints::EndpointMetrics;
+pub use kserve_v2::KserveV2;
 pub use metadata::{ModelMetadata, SignatureInfo, TensorSpec, VersionStatus};
 pub use onnx::{OnnxEngine, OnnxModel};
 pub use recorded::Recorded;
@@ -160,6 +163,7 @@ pub fn from_config(
     Ok(match config {
         BackendConfig::Tfserving(tfs) => Arc::new(TfServing::new(name, tfs, metrics.clone())?),
         BackendConfig::Onnx(onnx) => Arc::new(OnnxEngine::new(name, onnx)?),
+        BackendConfig::KserveV2(v2) => Arc::new(KserveV2::new(name, v2)?),
     })
 }
 

@@ -27,7 +27,12 @@ use crate::config::BatchingConfig;
 use crate::metrics::ModelMetrics;
 use crate::tensor::{DType, NamedTensors, half};
 
-pub use shape::BatchKey;
+pub use shape::{BatchKey, Footprint};
+
+/// A batch queue that has had no request for this long closes (its task ends); the next
+/// request of its key opens a new one. Keys are chosen by clients (versions, shapes), so
+/// queues must not live as long as the route.
+pub const QUEUE_IDLE: Duration = Duration::from_secs(10);
 
 /// Why a request did not get its rows back from a batch.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -42,6 +47,18 @@ pub enum BatchError {
     TooManyRows {
         model: String,
         rows: usize,
+        limit: usize,
+    },
+    /// One request whose tensors alone, as a batch, take more than `max_batch_bytes`.
+    #[error(
+        "request's tensors take {} bytes as a batch, but model `{model}` takes at most {limit} \
+         (batching.max_batch_bytes); send fewer rows or smaller tensors",
+        bytes.map_or_else(|| "more than 2^64".to_string(), |b| b.to_string())
+    )]
+    TooLarge {
+        model: String,
+        /// `None`: so large that counting them overflowed.
+        bytes: Option<usize>,
         limit: usize,
     },
     /// The request's tensors can't be batched (no dim 0, inputs disagree on it).
@@ -75,15 +92,22 @@ pub struct Batched {
 /// A request waiting in a queue. Dropping it (dispatched or abandoned) frees its place.
 struct Entry {
     inputs: NamedTensors,
-    rows: usize,
+    footprint: Footprint,
     enqueued: Instant,
     deadline: Instant,
     reply: oneshot::Sender<Result<Batched, BatchError>>,
     place: QueuePlace,
 }
 
-/// One of the model's `max_enqueued` places; given back on drop.
-struct QueuePlace(Arc<AtomicUsize>, prometheus_client::metrics::gauge::Gauge);
+impl Entry {
+    fn rows(&self) -> usize {
+        self.footprint.rows
+    }
+}
+
+/// One of the model's `max_enqueued` places, held by a request waiting for the backend (in
+/// a batch queue, or for the signature metadata that types its JSON); given back on drop.
+pub struct QueuePlace(Arc<AtomicUsize>, prometheus_client::metrics::gauge::Gauge);
 
 impl Drop for QueuePlace {
     fn drop(&mut self) {
@@ -104,12 +128,28 @@ struct Shared {
     metrics: ModelMetrics,
 }
 
-/// A model's batcher: one queue (and one task) per [`BatchKey`], created on first use.
+/// The open queues of a model, by key.
+#[derive(Default)]
+struct Queues {
+    map: HashMap<BatchKey, Queue>,
+    /// Tells a queue's task whether the map's entry for its key is still its own.
+    next_id: u64,
+}
+
+struct Queue {
+    tx: mpsc::UnboundedSender<Entry>,
+    id: u64,
+}
+
+/// A model's batcher: one queue (and one task) per [`BatchKey`], opened on first use, closed
+/// after [`QUEUE_IDLE`], at most `max_queues` at once.
 pub struct Batcher {
     shared: Arc<Shared>,
     pending: Arc<AtomicUsize>,
-    /// A std mutex: held only to look up or insert a queue's sender, never across an await.
-    queues: Mutex<HashMap<BatchKey, mpsc::UnboundedSender<Entry>>>,
+    /// A std mutex: held only to look up, open or close a queue and hand it an entry, never
+    /// across an await. Queue tasks hold it weakly, so dropping the batcher drops every
+    /// sender and the tasks end after flushing what they hold.
+    queues: Arc<Mutex<Queues>>,
 }
 
 impl Batcher {
@@ -132,13 +172,18 @@ impl Batcher {
         Self {
             shared,
             pending: Arc::new(AtomicUsize::new(0)),
-            queues: Mutex::new(HashMap::new()),
+            queues: Arc::new(Mutex::new(Queues::default())),
         }
     }
 
     /// Requests queued (not yet dispatched) across this model's queues.
     pub fn queued(&self) -> usize {
         self.pending.load(Ordering::Acquire)
+    }
+
+    /// Batch queues open now (at most `max_queues`).
+    pub fn queue_count(&self) -> usize {
+        lock(&self.queues).map.len()
     }
 
     /// Queues `inputs` for `target` and waits for this request's rows of the outputs.
@@ -157,32 +202,43 @@ impl Batcher {
         inputs: NamedTensors,
     ) -> Result<Batched, BatchError> {
         let config = &self.shared.config;
-        let (key, rows) = BatchKey::of(target, &inputs, config.pad_variable_length)?;
-        if rows > config.max_batch_size {
+        let (key, footprint) = BatchKey::of(target, &inputs, config.pad_variable_length)?;
+        if footprint.rows > config.max_batch_size {
             return Err(BatchError::TooManyRows {
                 model: self.shared.model.clone(),
-                rows,
+                rows: footprint.rows,
                 limit: config.max_batch_size,
             });
         }
-        let place = self.take_place()?;
+        let bytes = footprint.bytes(&config.allowed_batch_sizes);
+        if bytes.is_none_or(|b| b > config.max_batch_bytes) {
+            return Err(BatchError::TooLarge {
+                model: self.shared.model.clone(),
+                bytes,
+                limit: config.max_batch_bytes,
+            });
+        }
+        let place = self.reserve()?;
         let now = Instant::now();
         let (reply, answer) = oneshot::channel();
         let entry = Entry {
             inputs,
-            rows,
+            footprint,
             enqueued: now,
             deadline: now + self.shared.timeout,
             reply,
             place,
         };
-        self.sender(key)
-            .send(entry)
-            .map_err(|_| BatchError::Stopped)?;
+        if let Err((key, entry)) = self.enqueue(key, entry) {
+            return self.unbatched(key, entry, answer).await;
+        }
         answer.await.map_err(|_| BatchError::Stopped)?
     }
 
-    fn take_place(&self) -> Result<QueuePlace, BatchError> {
+    /// Takes one of the model's `max_enqueued` places, or fails with 429 when none is free.
+    /// Requests take one to join a queue; the pipeline takes one while a request waits for
+    /// signature metadata, so those waits are bounded like queued requests.
+    pub fn reserve(&self) -> Result<QueuePlace, BatchError> {
         let limit = self.shared.config.max_enqueued;
         let taken = self
             .pending
@@ -204,22 +260,74 @@ impl Batcher {
         }
     }
 
-    /// The queue for `key`, starting its task on first use. The task owns the receiver and
-    /// ends when this batcher (and so every sender) is dropped, after flushing what it holds.
-    fn sender(&self, key: BatchKey) -> mpsc::UnboundedSender<Entry> {
-        let mut queues = self
-            .queues
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        queues
-            .entry(key.clone())
-            .or_insert_with(|| {
-                let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(queue::run(self.shared.clone(), key, rx));
-                tx
-            })
-            .clone()
+    /// Hands `entry` to the queue of `key`, opening it (and starting its task) if there is
+    /// none. Gives the entry back when the model already has `max_queues` open.
+    ///
+    /// The send happens under the lock, and a queue's task closes only under it and only
+    /// when its channel is empty: so an entry is never handed to a queue that is closing.
+    fn enqueue(&self, key: BatchKey, entry: Entry) -> Result<(), (BatchKey, Entry)> {
+        let mut queues = lock(&self.queues);
+        let mut entry = entry;
+        if let Some(queue) = queues.map.get(&key) {
+            match queue.tx.send(entry) {
+                Ok(()) => return Ok(()),
+                // Its task is gone (it can only have panicked): replace the queue.
+                Err(mpsc::error::SendError(back)) => {
+                    entry = back;
+                    queues.map.remove(&key);
+                }
+            }
+        }
+        if queues.map.len() >= self.shared.config.max_queues {
+            return Err((key, entry));
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let id = queues.next_id;
+        queues.next_id += 1;
+        if tx.send(entry).is_err() {
+            unreachable!("the receiver is alive: it is in this scope");
+        }
+        queues.map.insert(key.clone(), Queue { tx, id });
+        let closer = queue::Closer {
+            queues: Arc::downgrade(&self.queues),
+            id,
+        };
+        tokio::spawn(queue::run(self.shared.clone(), closer, key, rx));
+        Ok(())
     }
+
+    /// A request whose key would open a queue past `max_queues`: sent on its own as soon as
+    /// a backend slot is free (within its deadline), like a batch of one.
+    async fn unbatched(
+        &self,
+        key: BatchKey,
+        entry: Entry,
+        answer: oneshot::Receiver<Result<Batched, BatchError>>,
+    ) -> Result<Batched, BatchError> {
+        let permits = self.shared.permits.clone();
+        let permit = match tokio::time::timeout_at(entry.deadline, permits.acquire_owned()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(BatchError::Stopped),
+            Err(_) => return Err(BatchError::QueueTimeout(entry.enqueued.elapsed())),
+        };
+        let names = Arc::new(key.inputs.iter().map(|(n, ..)| n.clone()).collect());
+        queue::dispatch(
+            self.shared.clone(),
+            Arc::new(key),
+            names,
+            vec![entry],
+            permit,
+        )
+        .await;
+        answer.await.map_err(|_| BatchError::Stopped)?
+    }
+}
+
+/// Locks a std mutex, carrying on past a poisoned one (the data is a plain map).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A pad value converted to a dtype's little-endian bytes.

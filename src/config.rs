@@ -8,8 +8,8 @@ mod model;
 use std::path::{Path, PathBuf};
 
 pub use gateway::{
-    BackendConfig, BackendTlsConfig, EndpointSpec, GatewayConfig, HealthConfig, OnnxConfig,
-    PluginsConfig, RetryConfig, ServerConfig, TfServingConfig, WatchMode,
+    BackendConfig, BackendTlsConfig, EndpointSpec, GatewayConfig, HealthConfig, KserveV2Config,
+    OnnxConfig, PluginsConfig, RetryConfig, ServerConfig, TfServingConfig, WatchMode,
 };
 pub use model::{BatchingConfig, LimitsConfig, ModelConfig};
 

@@ -67,9 +67,9 @@ impl Error {
             },
             Error::Batch(e) => match e {
                 BatchError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
-                BatchError::TooManyRows { .. } | BatchError::Unbatchable(_) => {
-                    StatusCode::BAD_REQUEST
-                }
+                BatchError::TooManyRows { .. }
+                | BatchError::TooLarge { .. }
+                | BatchError::Unbatchable(_) => StatusCode::BAD_REQUEST,
                 BatchError::QueueTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 BatchError::Backend(e) => backend_status(e.code),
                 BatchError::BadOutputs(_) => StatusCode::BAD_GATEWAY,
@@ -83,13 +83,56 @@ impl Error {
 
     /// `{"error": "<message>"}`, as TF Serving's REST API answers errors.
     pub fn body(&self) -> Bytes {
-        let message = match self {
+        Bytes::from(serde_json::json!({ "error": self.message() }).to_string())
+    }
+}
+
+impl Error {
+    /// The gRPC status code of the same condition, for the gRPC ingress: the row of the HTTP
+    /// table above read as gRPC, so the two protocols never disagree on whose fault a failure
+    /// is. A backend's own verdict on the client's request (INVALID_ARGUMENT,
+    /// FAILED_PRECONDITION, NOT_FOUND, …) passes through as TF Serving would have answered it;
+    /// what the backend did wrong itself is the gateway's INTERNAL, naming the backend's code.
+    pub fn grpc_code(&self) -> tonic::Code {
+        use tonic::Code;
+        if let Error::Backend(e) | Error::Batch(BatchError::Backend(e)) = self {
+            return match e.code {
+                Code::InvalidArgument
+                | Code::FailedPrecondition
+                | Code::OutOfRange
+                | Code::NotFound
+                | Code::ResourceExhausted
+                | Code::Unavailable
+                | Code::DeadlineExceeded => e.code,
+                _ => Code::Internal,
+            };
+        }
+        match self.status() {
+            StatusCode::NOT_FOUND => Code::NotFound,
+            StatusCode::METHOD_NOT_ALLOWED => Code::Unimplemented,
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::TOO_MANY_REQUESTS => {
+                Code::ResourceExhausted
+            }
+            StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => Code::InvalidArgument,
+            StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
+            StatusCode::GATEWAY_TIMEOUT => Code::DeadlineExceeded,
+            _ => Code::Internal,
+        }
+    }
+
+    /// The error as a gRPC status: [`Error::grpc_code`] and the message the JSON body carries.
+    pub fn to_status(&self) -> tonic::Status {
+        tonic::Status::new(self.grpc_code(), self.message())
+    }
+
+    /// The message, with a backend's code name in front.
+    pub fn message(&self) -> String {
+        match self {
             Error::Backend(e) | Error::Batch(BatchError::Backend(e)) => {
                 format!("{}: {}", code_name(e.code), e.message)
             }
             other => other.to_string(),
-        };
-        Bytes::from(serde_json::json!({ "error": message }).to_string())
+        }
     }
 }
 
@@ -106,5 +149,48 @@ fn backend_status(code: tonic::Code) -> StatusCode {
         DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
         Ok | Cancelled | Unknown | AlreadyExists | PermissionDenied | Aborted | Unimplemented
         | Internal | DataLoss | Unauthenticated => StatusCode::BAD_GATEWAY,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    fn backend(code: Code) -> Error {
+        Error::Batch(BatchError::Backend(BackendError::new(code, "x")))
+    }
+
+    /// Every HTTP status the table produces has its gRPC code, and a backend's verdict on the
+    /// client's request keeps its own code.
+    #[test]
+    fn grpc_codes_mirror_the_http_table() {
+        let cases = [
+            (Error::UnknownModel("m".into()), Code::NotFound),
+            (Error::BadRequest("x".into()), Code::InvalidArgument),
+            (Error::BodyTooLarge { limit: 1 }, Code::ResourceExhausted),
+            (
+                Error::Batch(BatchError::QueueFull {
+                    model: "m".into(),
+                    limit: 1,
+                }),
+                Code::ResourceExhausted,
+            ),
+            (
+                Error::Batch(BatchError::QueueTimeout(std::time::Duration::ZERO)),
+                Code::DeadlineExceeded,
+            ),
+            (Error::Batch(BatchError::Stopped), Code::Unavailable),
+            (Error::Internal("x".into()), Code::Internal),
+            (Error::BadBackendResponse("x".into()), Code::Internal),
+            (backend(Code::FailedPrecondition), Code::FailedPrecondition),
+            (backend(Code::Unavailable), Code::Unavailable),
+            (backend(Code::DeadlineExceeded), Code::DeadlineExceeded),
+            (backend(Code::Unimplemented), Code::Internal),
+            (backend(Code::DataLoss), Code::Internal),
+        ];
+        for (error, code) in cases {
+            assert_eq!(error.grpc_code(), code, "{error}");
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! The public HTTP listener (hyper): parses a request — its [`path::Endpoint`], its body
 //! within the limit — hands it to the pipeline or a view, and answers: every result (a
 //! [`Reply`], a view's JSON, or an [`Error`]) becomes an HTTP response carrying the request id.
+//! HTTP/2 requests with `content-type: application/grpc` go to the gRPC services instead
+//! ([`crate::protocol::grpc`]), on the same port.
 
 pub mod path;
 
@@ -20,12 +22,19 @@ use crate::backend::VersionChoice;
 use crate::error::Error;
 use crate::gateway::Gateway;
 use crate::pipeline::{self, PredictCall};
+use crate::protocol::v2::rest as v2;
 use crate::reply::Reply;
 use crate::routes::RouteTable;
 use crate::views;
 use path::{Endpoint, PathError};
 
-pub type Body = Full<Bytes>;
+/// A response body: a whole buffer for REST answers, or a gRPC answer's frames and trailers.
+pub type Body = tonic::body::Body;
+
+/// A response body holding `bytes`.
+pub fn full(bytes: Bytes) -> Body {
+    Body::new(Full::new(bytes))
+}
 
 /// Handles one HTTP request. Never fails: errors become JSON error responses.
 pub async fn handle(
@@ -48,9 +57,15 @@ pub async fn handle(
         batch_rows = Empty,
         post_us = Empty,
     );
-    let result = route(&gateway, request, &request_id)
-        .instrument(span.clone())
-        .await;
+    let result = if crate::protocol::grpc::is_grpc(&request) {
+        Ok(crate::protocol::grpc::handle(gateway.clone(), request)
+            .instrument(span.clone())
+            .await)
+    } else {
+        route(&gateway, request, &request_id)
+            .instrument(span.clone())
+            .await
+    };
     let mut response = match result {
         Ok(response) => response,
         Err(error) => {
@@ -128,6 +143,20 @@ async fn route(
                 Bytes::from(metadata.to_json().to_string()),
             ))
         }
+        Endpoint::V2Server => Ok(v2::server_metadata()),
+        Endpoint::V2Live => Ok(v2::server_live()),
+        Endpoint::V2Ready => Ok(v2::server_ready(gateway)),
+        Endpoint::V2Metadata { model, version } => {
+            v2::model_metadata(gateway, &model, version).await
+        }
+        Endpoint::V2ModelReady { model, version } => {
+            v2::model_ready(gateway, &model, version).await
+        }
+        Endpoint::V2Infer { model, version } => {
+            drop(table);
+            let (parts, body) = read_body(gateway, request).await?;
+            v2::infer(gateway, &model, version, &parts.headers, body).await
+        }
         Endpoint::Predict { model, version } => {
             let route = table
                 .get(&model)
@@ -147,24 +176,7 @@ async fn predict_call(
     version: VersionChoice,
     request_id: &str,
 ) -> Result<PredictCall, Error> {
-    let (parts, body) = request.into_parts();
-    let limit = gateway.config().server.max_body_bytes;
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(Error::BodyTooLarge { limit });
-    }
-    let body = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => return Err(Error::BodyTooLarge { limit }),
-        Err(e) => {
-            return Err(Error::BadRequest(format!(
-                "could not read the request body: {e}"
-            )));
-        }
-    };
+    let (parts, body) = read_body(gateway, request).await?;
     let headers = parts
         .headers
         .iter()
@@ -181,17 +193,48 @@ async fn predict_call(
     })
 }
 
+/// The request's head and its whole body, refused with 413 past `server.max_body_bytes`:
+/// at once when `content-length` says so, else as soon as that many bytes have arrived.
+async fn read_body(
+    gateway: &Gateway,
+    request: Request<Incoming>,
+) -> Result<(http::request::Parts, Bytes), Error> {
+    let (parts, body) = request.into_parts();
+    let limit = gateway.config().server.max_body_bytes;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(Error::BodyTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok((parts, collected.to_bytes())),
+        Err(e) if e.is::<LengthLimitError>() => Err(Error::BodyTooLarge { limit }),
+        Err(e) => Err(Error::BadRequest(format!(
+            "could not read the request body: {e}"
+        ))),
+    }
+}
+
 /// The OpenAPI 3 description of this listener's API, served at `GET /openapi.json`.
 pub const OPENAPI: &str = include_str!("../docs/openapi.json");
 
 /// `GET /metrics`: every series, in OpenMetrics text.
 pub fn metrics_response(gateway: &Gateway) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(gateway.encode_metrics())));
+    let mut response = Response::new(full(Bytes::from(gateway.encode_metrics())));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
     );
     response
+}
+
+/// The route serving `model` in `table`, or the 404 saying why there is none.
+pub fn find_route(table: &RouteTable, model: &str) -> Result<Arc<crate::routes::Route>, Error> {
+    table
+        .get(model)
+        .ok_or_else(|| unknown_model(table, model.to_string()))
 }
 
 /// 404 for a model that isn't served, saying why when its folder failed to load.
@@ -206,14 +249,14 @@ fn unknown_model(table: &RouteTable, model: String) -> Error {
 }
 
 fn reply_response(reply: Reply) -> Response<Body> {
-    let mut out = Response::new(Full::new(reply.body));
+    let mut out = Response::new(full(reply.body));
     *out.status_mut() = reply.status;
     *out.headers_mut() = reply.headers;
     out
 }
 
-fn json_response(status: StatusCode, body: Bytes) -> Response<Body> {
-    let mut response = Response::new(Full::new(body));
+pub fn json_response(status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut response = Response::new(full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -17,6 +17,8 @@
 //! - [`views`] — JSON views of the route table, for both listeners.
 //! - [`pipeline`] — one predict request: pre plugin or REST JSON → batcher → post plugin or
 //!   REST JSON, and its accounting in the model's metrics.
+//! - [`protocol`] — the tensor protocols: TF Serving's gRPC API and the Open Inference
+//!   Protocol (KServe v2) over REST and gRPC, through the same routes and batch queues.
 //! - [`reply`] — a predict answer before it is an HTTP response.
 //! - [`batch`] — coalesces concurrent requests into one backend call, splits the answer.
 //! - [`routes`] — a model's route (plugins, backend, batcher) and the table of them, swapped
@@ -49,6 +51,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod plugin;
 pub mod proto;
+pub mod protocol;
 pub mod reload;
 pub mod reply;
 pub mod rest;

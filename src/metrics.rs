@@ -29,6 +29,8 @@ pub struct RequestLabels {
     /// `latest`, a version number, or `label:<name>`.
     pub version: String,
     pub status: u16,
+    /// `rest`, `grpc`, `v2` or `v2_grpc`: the API the request came in on.
+    pub protocol: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -84,6 +86,7 @@ pub struct Metrics {
     stage_seconds: HistogramFamily<StageLabels>,
     batch_rows: HistogramFamily<ModelLabel>,
     queue_depth: Family<ModelLabel, Gauge>,
+    batch_queues: Family<ModelLabel, Gauge>,
     in_flight: Family<ModelLabel, Gauge>,
     plugin_instantiate_seconds: HistogramFamily<PluginLabels>,
     reloads: Family<ReloadLabels, Counter>,
@@ -97,7 +100,7 @@ impl Metrics {
         let r = registry.sub_registry_with_prefix("infergate");
         r.register(
             "requests",
-            "Predict requests answered, by model, version and HTTP status",
+            "Predict requests answered, by model, version, HTTP status and protocol",
             metrics.requests.clone(),
         );
         r.register_with_unit(
@@ -121,6 +124,11 @@ impl Metrics {
             "queue_depth",
             "Requests waiting in the model's batch queues",
             metrics.queue_depth.clone(),
+        );
+        r.register(
+            "batch_queues",
+            "Batch queues open for the model (one per version, signature and input shapes; at most batching.max_queues)",
+            metrics.batch_queues.clone(),
         );
         r.register(
             "requests_in_flight",
@@ -154,6 +162,7 @@ impl Metrics {
             stage_seconds: Family::new_with_constructor(latency_histogram),
             batch_rows: Family::new_with_constructor(batch_histogram),
             queue_depth: Family::default(),
+            batch_queues: Family::default(),
             in_flight: Family::default(),
             plugin_instantiate_seconds: Family::new_with_constructor(instantiate_histogram),
             reloads: Family::default(),
@@ -193,6 +202,7 @@ impl Metrics {
             post_seconds: stage("post"),
             batch_rows: self.batch_rows.get_or_create(&label).clone(),
             queue_depth: self.queue_depth.get_or_create(&label).clone(),
+            batch_queues: self.batch_queues.get_or_create(&label).clone(),
             in_flight: self.in_flight.get_or_create(&label).clone(),
             pre_instantiate_seconds: instantiate("pre"),
             post_instantiate_seconds: instantiate("post"),
@@ -223,6 +233,8 @@ pub struct ModelMetrics {
     pub post_seconds: Histogram,
     pub batch_rows: Histogram,
     pub queue_depth: Gauge,
+    /// Batch queues open (each one a task).
+    pub batch_queues: Gauge,
     pub in_flight: Gauge,
     pub pre_instantiate_seconds: Histogram,
     pub post_instantiate_seconds: Histogram,
@@ -235,12 +247,13 @@ impl ModelMetrics {
     }
 
     /// Counts one answered request.
-    pub fn request(&self, version: &str, status: u16) {
+    pub fn request(&self, version: &str, status: u16, protocol: &'static str) {
         self.requests
             .get_or_create(&RequestLabels {
                 model: self.model.clone(),
                 version: version.to_string(),
                 status,
+                protocol,
             })
             .inc();
     }

@@ -2,6 +2,10 @@
 //! backend → post plugin (or REST JSON). Runs against the route snapshot the request started
 //! with. [`serve`] also accounts for the request in the model's series; every ingress and
 //! `infergate check` run requests through here, so there is one pipeline.
+//!
+//! Requests that arrive as tensors (TF Serving's gRPC `Predict`, the Open Inference
+//! Protocol's `infer` over REST or gRPC) enter at [`serve_tensors`]: the same batch queues,
+//! limits and accounting, without the plugins, which turn HTTP bodies into tensors and back.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -46,26 +50,154 @@ pub async fn serve(
     read: impl Future<Output = Result<PredictCall, Error>>,
 ) -> Result<Reply, Error> {
     let metrics = route.metrics.clone();
+    let work = async move {
+        match read.await {
+            Ok(call) => predict(route, call).await,
+            Err(e) => Err(e),
+        }
+    };
+    account(&metrics, &version, Protocol::Rest, work, |reply| {
+        reply.status
+    })
+    .await
+}
+
+/// The protocol a request came in on: the `protocol` label of `infergate_requests_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// TF Serving's REST API (`/v1/models/…:predict`), plugins included.
+    Rest,
+    /// TF Serving's gRPC API (`tensorflow.serving.PredictionService/Predict`).
+    Grpc,
+    /// The Open Inference Protocol over REST (`/v2/models/…/infer`).
+    V2,
+    /// The Open Inference Protocol over gRPC (`inference.GRPCInferenceService/ModelInfer`).
+    V2Grpc,
+}
+
+impl Protocol {
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::Rest => "rest",
+            Protocol::Grpc => "grpc",
+            Protocol::V2 => "v2",
+            Protocol::V2Grpc => "v2_grpc",
+        }
+    }
+}
+
+/// A request whose client sent tensors, as a tensor protocol decoded them.
+pub struct TensorCall {
+    pub version: VersionChoice,
+    /// `None`: the route's signature.
+    pub signature: Option<String>,
+    pub inputs: NamedTensors,
+}
+
+/// Serves a tensor request for `route` and accounts for it as [`serve`] does: the inputs are
+/// checked against the signature (so a wrong dtype or shape is the client's 400 naming the
+/// input, not a batch failure), join the model's batch queue beside REST requests of the same
+/// shapes, and the request's own rows of the outputs come back, sorted by name. Plugins don't
+/// run: they turn HTTP bodies into tensors and back, and here the client already speaks
+/// tensors.
+pub async fn serve_tensors(
+    route: Arc<Route>,
+    protocol: Protocol,
+    call: TensorCall,
+) -> Result<NamedTensors, Error> {
+    let metrics = route.metrics.clone();
+    let version = call.version.clone();
+    let work = async move {
+        let specs = input_specs(&route, &call.version, call.signature.clone()).await?;
+        check_inputs(&route.name, &specs, &call.inputs)?;
+        let target = route.target(call.version, call.signature);
+        let batched = route.batcher.submit_timed(target, call.inputs).await?;
+        let span = tracing::Span::current();
+        span.record("queue_us", batched.queued.as_micros() as u64);
+        span.record("backend_us", batched.backend.as_micros() as u64);
+        span.record("batch_rows", batched.batch_rows);
+        Ok(batched.outputs)
+    };
+    account(&metrics, &version, protocol, work, |_| StatusCode::OK).await
+}
+
+/// Runs `work` as one request of the model: in flight while it runs, then counted by version,
+/// status (for every protocol the HTTP status of the outcome, so one error-ratio query covers
+/// them all) and protocol, with its duration.
+async fn account<T>(
+    metrics: &crate::metrics::ModelMetrics,
+    version: &VersionChoice,
+    protocol: Protocol,
+    work: impl Future<Output = Result<T, Error>>,
+    status_of: impl Fn(&T) -> StatusCode,
+) -> Result<T, Error> {
     let _in_flight = InFlight::enter(&metrics.in_flight);
     let started = Instant::now();
-    let label = version_label(&version);
-    let result = match read.await {
-        Ok(call) => predict(route, call).await,
-        Err(e) => Err(e),
-    };
+    let result = work.await;
     let status = match &result {
-        Ok(reply) => reply.status,
+        Ok(ok) => status_of(ok),
         Err(error) => error.status(),
     };
     // Versions a client made up would each become a series; count them together.
     let label = if status == StatusCode::NOT_FOUND {
         "unknown".to_string()
     } else {
-        label
+        version_label(version)
     };
-    metrics.request(&label, status.as_u16());
+    metrics.request(&label, status.as_u16(), protocol.label());
     observe(&metrics.request_seconds, started.elapsed());
     result
+}
+
+/// A tensor request's inputs against the signature: every input known and present, dtypes
+/// equal, ranks equal, fixed dimensions equal (-1 takes any size).
+fn check_inputs(
+    model: &str,
+    specs: &BTreeMap<String, InputSpec>,
+    inputs: &NamedTensors,
+) -> Result<(), Error> {
+    let known = || {
+        specs
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for (name, tensor) in inputs {
+        let Some(spec) = specs.get(name) else {
+            return Err(Error::BadRequest(format!(
+                "model `{model}` has no input `{name}` (its inputs: {})",
+                known()
+            )));
+        };
+        if tensor.dtype() != spec.dtype {
+            return Err(Error::BadRequest(format!(
+                "input `{name}` of model `{model}` takes {} tensors, not {}",
+                spec.dtype,
+                tensor.dtype()
+            )));
+        }
+        if let Some(shape) = &spec.shape {
+            let fits = shape.len() == tensor.shape().len()
+                && shape
+                    .iter()
+                    .zip(tensor.shape())
+                    .all(|(&want, &got)| want < 0 || want == got);
+            if !fits {
+                return Err(Error::BadRequest(format!(
+                    "input `{name}` of model `{model}` must have shape {shape:?} (-1: any size), not {:?}",
+                    tensor.shape()
+                )));
+            }
+        }
+    }
+    if let Some(missing) = specs.keys().find(|n| !inputs.iter().any(|(m, _)| m == *n)) {
+        return Err(Error::BadRequest(format!(
+            "input `{missing}` of model `{model}` is missing (its inputs: {})",
+            known()
+        )));
+    }
+    Ok(())
 }
 
 /// Runs one predict request through the route's pipeline.

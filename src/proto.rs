@@ -1,5 +1,6 @@
-//! Generated TF Serving protobuf and gRPC code (from `proto/` by `build.rs`), kept apart from
-//! hand-written code. Module paths follow the protobuf packages.
+//! Generated protobuf and gRPC code (from `proto/` by `build.rs`), kept apart from
+//! hand-written code: TF Serving's API (`tensorflow.serving`) and the Open Inference
+//! Protocol's (`inference`, KServe v2). Module paths follow the protobuf packages.
 
 #![allow(clippy::all, missing_docs)]
 
@@ -13,4 +14,8 @@ pub mod tensorflow {
     pub mod serving {
         tonic::include_proto!("tensorflow.serving");
     }
+}
+
+pub mod inference {
+    tonic::include_proto!("inference");
 }

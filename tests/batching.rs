@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use infergate::backend::{ModelTarget, VersionChoice};
-use infergate::batch::{BatchError, Batcher};
+use infergate::batch::{BatchError, Batcher, QUEUE_IDLE};
 use infergate::config::BatchingConfig;
 use infergate::metrics::ModelMetrics;
 use infergate::tensor::NamedTensors;
@@ -458,4 +458,204 @@ async fn sixty_four_clients_share_a_few_calls() {
     futures::future::join_all(clients).await;
     let calls = fake.calls().len() - warm_calls;
     assert!(calls <= 8, "64 clients took {calls} backend calls");
+}
+
+/// `x`, an f32 tensor of `shape` filled with ones.
+fn ones(shape: &[i64]) -> NamedTensors {
+    let n = shape.iter().product::<i64>() as usize;
+    vec![(
+        "x".into(),
+        Tensor::from_f32(shape.to_vec(), &vec![1.0; n]).unwrap(),
+    )]
+}
+
+/// A fake model `m` returning its rank-3 input `x` as it came.
+fn rank3_identity() -> FakeModel {
+    FakeModel::new("m")
+        .input("x", DType::F32, &[-1, -1, -1])
+        .compute(|inputs| Ok(inputs.clone()))
+}
+
+fn shapes(fake: &FakeBackend) -> Vec<usize> {
+    fake.calls().iter().map(|c| c.rows).collect()
+}
+
+/// The abort of issue 14: `[1, 1, N]` and `[1, N, 1]` padded into one batch would be
+/// `[2, N, N]` — N² elements (4 TiB here). The batcher sizes a batch before building it, so
+/// the two go out in batches of their own and each gets its own tensor back.
+#[tokio::test(start_paused = true)]
+async fn padding_cannot_square_a_batch() {
+    let n = 1 << 20;
+    let fake = FakeBackend::new([rank3_identity()]);
+    let b = batcher(
+        &fake,
+        BatchingConfig {
+            pad_variable_length: true,
+            ..windowed(8, 1_000)
+        },
+    );
+    let (wide, tall) = tokio::join!(
+        spawn_submit(&b, ones(&[1, 1, n])),
+        spawn_submit(&b, ones(&[1, n, 1]))
+    );
+    assert_eq!(wide.unwrap().unwrap()[0].1.shape(), &[1, 1, n]);
+    assert_eq!(tall.unwrap().unwrap()[0].1.shape(), &[1, n, 1]);
+    assert_eq!(shapes(&fake), vec![1, 1]);
+}
+
+/// Sizes are counted with checked arithmetic: two empty tensors whose padded batch would
+/// hold 2 × 2^62 × 2^62 elements (a `usize` overflow) are batched apart, not wrapped around
+/// into a small allocation.
+#[tokio::test(start_paused = true)]
+async fn padded_size_overflow_is_caught() {
+    let huge = 1i64 << 62;
+    let fake = FakeBackend::new([rank3_identity()]);
+    let b = batcher(
+        &fake,
+        BatchingConfig {
+            pad_variable_length: true,
+            ..windowed(8, 1_000)
+        },
+    );
+    let (a, c) = tokio::join!(
+        spawn_submit(&b, ones(&[1, huge, 0])),
+        spawn_submit(&b, ones(&[1, 0, huge]))
+    );
+    assert_eq!(a.unwrap().unwrap()[0].1.shape(), &[1, huge, 0]);
+    assert_eq!(c.unwrap().unwrap()[0].1.shape(), &[1, 0, huge]);
+    assert_eq!(shapes(&fake), vec![1, 1]);
+}
+
+/// `max_batch_bytes` both ways. Alone: a request of exactly the limit is served, one element
+/// more is refused (400) naming the key; rows padded up to an allowed batch size count.
+/// Together: two requests that fit the limit side by side share a batch, and two that don't
+/// go in two.
+#[tokio::test(start_paused = true)]
+async fn batch_bytes_bound_both_ways() {
+    let fake = FakeBackend::new([identity()]);
+    let limited = |max_batch_bytes| BatchingConfig {
+        max_batch_bytes,
+        ..windowed(8, 1_000)
+    };
+    let b = batcher(&fake, limited(32));
+    b.submit(target(), ones(&[1, 8])).await.unwrap();
+    let err = b.submit(target(), ones(&[1, 9])).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BatchError::TooLarge {
+                bytes: Some(36),
+                limit: 32,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("batching.max_batch_bytes"),
+        "{err}"
+    );
+
+    let padded = batcher(
+        &fake,
+        BatchingConfig {
+            allowed_batch_sizes: vec![4, 8],
+            ..limited(31)
+        },
+    );
+    // 8 bytes, but sent as 4 rows: 32.
+    let err = padded.submit(target(), ones(&[1, 2])).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BatchError::TooLarge {
+                bytes: Some(32),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    let calls = fake.calls().len();
+    let (a, c) = tokio::join!(
+        spawn_submit(&b, ones(&[1, 4])),
+        spawn_submit(&b, ones(&[1, 4]))
+    );
+    a.unwrap().unwrap();
+    c.unwrap().unwrap();
+    assert_eq!(shapes(&fake)[calls..], [2], "16 + 16 bytes fit 32");
+
+    let tight = batcher(&fake, limited(31));
+    let (a, c) = tokio::join!(
+        spawn_submit(&tight, ones(&[1, 4])),
+        spawn_submit(&tight, ones(&[1, 4]))
+    );
+    a.unwrap().unwrap();
+    c.unwrap().unwrap();
+    assert_eq!(
+        shapes(&fake)[calls + 1..],
+        [1, 1],
+        "16 + 16 bytes don't fit 31"
+    );
+}
+
+/// A queue with no request for `QUEUE_IDLE` closes and its task ends (clients choose the
+/// keys, so queues can't live as long as the route); the next request opens a new one.
+#[tokio::test(start_paused = true)]
+async fn idle_queues_close() {
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let fake = FakeBackend::new([doubler()]);
+    let b = batcher(&fake, config(8, 1_000));
+    let before = tasks();
+    b.submit(target(), rows(0.0, 1)).await.unwrap();
+    settle().await;
+    assert_eq!((b.queue_count(), tasks()), (1, before + 1));
+    tokio::time::advance(QUEUE_IDLE - Duration::from_millis(1)).await;
+    settle().await;
+    assert_eq!(
+        b.queue_count(),
+        1,
+        "closed before it was idle for QUEUE_IDLE"
+    );
+    tokio::time::advance(Duration::from_millis(2)).await;
+    settle().await;
+    assert_eq!((b.queue_count(), tasks()), (0, before));
+    assert_eq!(
+        y(&b.submit(target(), rows(1.0, 1)).await.unwrap()),
+        [2.0, 4.0]
+    );
+    assert_eq!(b.queue_count(), 1);
+}
+
+/// `max_queues` both ways: with room, three shapes wait in three queues for their window;
+/// with two allowed, the third shape doesn't open a queue but goes out at once on its own
+/// (and is answered), and the two queues still batch.
+#[tokio::test(start_paused = true)]
+async fn queues_are_capped_per_model() {
+    for (max_queues, sent_at_once) in [(3, 0), (2, 1)] {
+        let fake = FakeBackend::new([identity()]);
+        let b = batcher(
+            &fake,
+            BatchingConfig {
+                max_queues,
+                ..windowed(8, 5_000)
+            },
+        );
+        let handles: Vec<_> = (1..=3).map(|w| spawn_submit(&b, ones(&[1, w]))).collect();
+        settle().await;
+        assert_eq!(b.queue_count(), 3.min(max_queues));
+        assert_eq!(
+            fake.calls().len(),
+            sent_at_once,
+            "max_queues = {max_queues}"
+        );
+        for (w, h) in (1..=3).zip(handles) {
+            assert_eq!(h.await.unwrap().unwrap()[0].1.shape(), &[1, w]);
+        }
+        assert_eq!(fake.calls().len(), 3);
+    }
 }

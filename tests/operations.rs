@@ -88,7 +88,7 @@ async fn metrics_count_known_traffic() {
         &scrape,
         &format!(
             "infergate_requests_total{}",
-            m(",version=\"latest\",status=\"200\"")
+            m(",version=\"latest\",status=\"200\",protocol=\"rest\"")
         ),
         3.0,
     );
@@ -96,7 +96,7 @@ async fn metrics_count_known_traffic() {
         &scrape,
         &format!(
             "infergate_requests_total{}",
-            m(",version=\"latest\",status=\"400\"")
+            m(",version=\"latest\",status=\"400\",protocol=\"rest\"")
         ),
         1.0,
     );
@@ -104,13 +104,13 @@ async fn metrics_count_known_traffic() {
         &scrape,
         &format!(
             "infergate_requests_total{}",
-            m(",version=\"unknown\",status=\"404\"")
+            m(",version=\"unknown\",status=\"404\",protocol=\"rest\"")
         ),
         1.0,
     );
     expect(
         &scrape,
-        "infergate_requests_total{model=\"e\",version=\"latest\",status=\"200\"}",
+        "infergate_requests_total{model=\"e\",version=\"latest\",status=\"200\",protocol=\"rest\"}",
         1.0,
     );
     // The version the client made up is the client's 404, not a backend failure; the model
@@ -335,7 +335,10 @@ async fn openapi_matches_the_router() {
             match &endpoint {
                 Endpoint::Predict { model, version }
                 | Endpoint::Status { model, version }
-                | Endpoint::Metadata { model, version } => {
+                | Endpoint::Metadata { model, version }
+                | Endpoint::V2Metadata { model, version }
+                | Endpoint::V2ModelReady { model, version }
+                | Endpoint::V2Infer { model, version } => {
                     assert_eq!(model, "digits", "{template}");
                     let expected = if template.contains("{version}") {
                         infergate::backend::VersionChoice::Number(2)
@@ -360,6 +363,12 @@ async fn openapi_matches_the_router() {
         "Readyz",
         "Metrics",
         "OpenApi",
+        "V2Server",
+        "V2Live",
+        "V2Ready",
+        "V2Metadata",
+        "V2ModelReady",
+        "V2Infer",
     ]
     .into();
     assert_eq!(reached, all, "endpoints missing from docs/openapi.json");
@@ -387,5 +396,11 @@ fn variant(endpoint: &Endpoint) -> &'static str {
         Endpoint::Readyz => "Readyz",
         Endpoint::Metrics => "Metrics",
         Endpoint::OpenApi => "OpenApi",
+        Endpoint::V2Server => "V2Server",
+        Endpoint::V2Live => "V2Live",
+        Endpoint::V2Ready => "V2Ready",
+        Endpoint::V2Metadata { .. } => "V2Metadata",
+        Endpoint::V2ModelReady { .. } => "V2ModelReady",
+        Endpoint::V2Infer { .. } => "V2Infer",
     }
 }

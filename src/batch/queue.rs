@@ -1,39 +1,81 @@
 //! One batch queue's task: gather requests into a batch (size, timeout or idle-backend
-//! trigger), wait for a free backend slot, drop requests whose client left or whose deadline passed, and dispatch
-//! the batch on its own task so the next one can form while it runs.
+//! trigger, within the row and byte bounds), wait for a free backend slot, drop requests
+//! whose client left or whose deadline passed, and dispatch the batch on its own task so the
+//! next one can form while it runs. A queue idle for [`QUEUE_IDLE`] closes itself.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::Instant;
 
-use super::shape::{self, BatchKey};
-use super::{BatchError, Batched, Entry, Shared};
+use super::shape::{self, BatchKey, Footprint};
+use super::{BatchError, Batched, Entry, QUEUE_IDLE, Queues, Shared, lock};
 use crate::tensor::NamedTensors;
+
+/// How a queue's task takes its queue out of the model's map when it goes idle.
+pub(super) struct Closer {
+    pub queues: Weak<std::sync::Mutex<Queues>>,
+    /// The queue's id: the map's entry for the key may already be a newer queue.
+    pub id: u64,
+}
+
+impl Closer {
+    /// Removes this queue from the map if nothing is waiting in it; false if something is
+    /// (it arrived while the idle timer fired) and the queue must go on.
+    fn close_if_empty(&self, key: &BatchKey, queue: &mpsc::UnboundedReceiver<Entry>) -> bool {
+        let Some(queues) = self.queues.upgrade() else {
+            // The batcher is gone, and with it every sender: nothing can arrive any more.
+            return queue.is_empty();
+        };
+        let mut queues = lock(&queues);
+        // Senders send under this lock, so an empty channel seen here stays empty once the
+        // entry is gone from the map.
+        if !queue.is_empty() {
+            return false;
+        }
+        if queues.map.get(key).is_some_and(|q| q.id == self.id) {
+            queues.map.remove(key);
+        }
+        true
+    }
+}
+
+/// Counts the queue in `infergate_batch_queues` while its task runs.
+struct Open(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
 
 pub(super) async fn run(
     shared: Arc<Shared>,
+    closer: Closer,
     key: BatchKey,
     mut queue: mpsc::UnboundedReceiver<Entry>,
 ) {
+    shared.metrics.batch_queues.inc();
+    let _open = Open(shared.metrics.batch_queues.clone());
     let names: Arc<Vec<String>> = Arc::new(key.inputs.iter().map(|(n, ..)| n.clone()).collect());
     let key = Arc::new(key);
     let window = Duration::from_micros(shared.config.batch_timeout_us);
-    let max_rows = shared.config.max_batch_size;
     // A request that didn't fit the previous batch opens the next one.
     let mut carry: Option<Entry> = None;
     loop {
         let first = match carry.take() {
             Some(entry) => entry,
-            None => match queue.recv().await {
-                Some(entry) => entry,
+            None => match tokio::time::timeout(QUEUE_IDLE, queue.recv()).await {
+                Ok(Some(entry)) => entry,
                 // Every sender is gone: the route was replaced or the gateway stopped.
-                None => return,
+                Ok(None) => return,
+                Err(_idle) if closer.close_if_empty(&key, &queue) => return,
+                Err(_idle) => continue,
             },
         };
         let closes_at = first.enqueued + window;
-        let mut batch = Gathering::new(first, max_rows);
+        let mut batch = Gathering::new(first, &shared);
         // Whatever is already queued joins without waiting.
         while batch.open() {
             match queue.try_recv() {
@@ -77,33 +119,41 @@ pub(super) async fn run(
     }
 }
 
-/// A batch being gathered: entries and their rows, up to `max_rows`.
-struct Gathering {
+/// A batch being gathered: entries and their combined footprint, up to `max_batch_size`
+/// rows and `max_batch_bytes` bytes as sent.
+struct Gathering<'a> {
     entries: Vec<Entry>,
-    rows: usize,
-    max_rows: usize,
+    size: Footprint,
+    shared: &'a Shared,
     /// Set once an entry didn't fit: the batch is closed.
     full: bool,
 }
 
-impl Gathering {
-    fn new(first: Entry, max_rows: usize) -> Self {
+impl<'a> Gathering<'a> {
+    fn new(first: Entry, shared: &'a Shared) -> Self {
         Self {
-            rows: first.rows,
+            size: first.footprint.clone(),
             entries: vec![first],
-            max_rows,
+            shared,
             full: false,
         }
     }
 
     fn open(&self) -> bool {
-        !self.full && self.rows < self.max_rows
+        !self.full && self.size.rows < self.shared.config.max_batch_size
     }
 
-    /// Adds `entry`, or closes the batch and leaves the entry in `carry` to open the next one.
+    /// Adds `entry`, or closes the batch and leaves the entry in `carry` to open the next
+    /// one. An entry that fits on its own (the batcher checked) always opens one.
     fn offer(&mut self, entry: Entry, carry: &mut Option<Entry>) {
-        if self.rows + entry.rows <= self.max_rows {
-            self.rows += entry.rows;
+        let config = &self.shared.config;
+        let size = self.size.merge(&entry.footprint);
+        let fits = size.rows <= config.max_batch_size
+            && size
+                .bytes(&config.allowed_batch_sizes)
+                .is_some_and(|b| b <= config.max_batch_bytes);
+        if fits {
+            self.size = size;
             self.entries.push(entry);
         } else {
             *carry = Some(entry);
@@ -132,7 +182,7 @@ fn still_wanted(batch: Vec<Entry>) -> Vec<Entry> {
 }
 
 /// Sends one batch and fans the answer (or the error) out to its requests.
-async fn dispatch(
+pub(super) async fn dispatch(
     shared: Arc<Shared>,
     key: Arc<BatchKey>,
     names: Arc<Vec<String>>,
@@ -144,7 +194,7 @@ async fn dispatch(
         .map(|e| e.deadline)
         .min()
         .unwrap_or_else(Instant::now);
-    let rows: Vec<usize> = batch.iter().map(|e| e.rows).collect();
+    let rows: Vec<usize> = batch.iter().map(Entry::rows).collect();
     let metrics = &shared.metrics;
     let sent_at = Instant::now();
     let mut inputs: Vec<NamedTensors> = Vec::with_capacity(batch.len());

@@ -18,12 +18,12 @@ pub struct BatchKey {
 }
 
 impl BatchKey {
-    /// The key of a request and its row count (the dim 0 all its inputs share).
+    /// The key of a request and its [`Footprint`] (its rows: the dim 0 all its inputs share).
     pub fn of(
         target: ModelTarget,
         inputs: &NamedTensors,
         pad_inner: bool,
-    ) -> Result<(BatchKey, usize), BatchError> {
+    ) -> Result<(BatchKey, Footprint), BatchError> {
         let mut rows = None;
         let mut key_inputs = Vec::with_capacity(inputs.len());
         for (name, t) in inputs {
@@ -43,20 +43,81 @@ impl BatchKey {
             } else {
                 t.shape()[1..].to_vec()
             };
-            key_inputs.push((name.clone(), t.dtype(), inner));
+            key_inputs.push((name.clone(), t.dtype(), inner, t));
         }
         key_inputs.sort_by(|a, b| a.0.cmp(&b.0));
         let rows = rows.ok_or_else(|| BatchError::Unbatchable("request has no inputs".into()))?;
         if rows == 0 {
             return Err(BatchError::Unbatchable("request has 0 rows".into()));
         }
-        Ok((
-            BatchKey {
-                target,
-                inputs: key_inputs,
-            },
+        let footprint = Footprint {
             rows,
-        ))
+            inputs: key_inputs
+                .iter()
+                .map(|(_, dtype, _, t)| {
+                    // Tensors never hold negative dims (their constructors refuse them).
+                    let inner = t.shape()[1..].iter().map(|&d| d.max(0) as usize).collect();
+                    (inner, element_bytes(*dtype))
+                })
+                .collect(),
+        };
+        let key = BatchKey {
+            target,
+            inputs: key_inputs
+                .into_iter()
+                .map(|(name, dtype, inner, _)| (name, dtype, inner))
+                .collect(),
+        };
+        Ok((key, footprint))
+    }
+}
+
+/// Bytes one element takes in a batch: its width, or for strings the handle to the shared
+/// bytes (concatenating string tensors copies handles, not the strings).
+fn element_bytes(dtype: DType) -> usize {
+    dtype.size().unwrap_or(std::mem::size_of::<Bytes>())
+}
+
+/// How big a request, or a batch of them, is once sent: its rows and, per input (in key
+/// order), the dims after dim 0 (for a batch, the largest of its requests': what inner-dim
+/// padding pads to) and the bytes per element. Everything the batcher allocates for a batch
+/// is bounded by [`Footprint::bytes`], checked before anything is allocated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Footprint {
+    pub rows: usize,
+    inputs: Vec<(Vec<usize>, usize)>,
+}
+
+impl Footprint {
+    /// The footprint of a batch holding both: rows added, inner dims the larger of the two.
+    pub fn merge(&self, other: &Footprint) -> Footprint {
+        let inputs = self
+            .inputs
+            .iter()
+            .zip(&other.inputs)
+            .map(|((a, size), (b, _))| {
+                let dims = a.iter().zip(b).map(|(x, y)| *x.max(y)).collect();
+                (dims, *size)
+            })
+            .collect();
+        Footprint {
+            rows: self.rows.saturating_add(other.rows),
+            inputs,
+        }
+    }
+
+    /// Tensor bytes of the batch as sent: rows padded up to an allowed batch size, times
+    /// the (padded) inner elements, times the element size, over every input. `None` when
+    /// that overflows `usize`, which is over any limit.
+    pub fn bytes(&self, allowed_batch_sizes: &[usize]) -> Option<usize> {
+        let rows = padded_rows(self.rows, allowed_batch_sizes);
+        self.inputs.iter().try_fold(0usize, |total, (dims, size)| {
+            let elements = dims
+                .iter()
+                .try_fold(rows, |n, &d| n.checked_mul(d))?
+                .checked_mul(*size)?;
+            total.checked_add(elements)
+        })
     }
 }
 
@@ -97,9 +158,16 @@ pub fn concat(
 }
 
 /// Pads every tensor's dims after dim 0 up to the largest among them (data placed at the
-/// start of each dim, `value` after it).
+/// start of each dim, `value` after it). Sizes are checked, never assumed: the batcher has
+/// already bounded the result by `max_batch_bytes`, and an overflow here is an error.
 fn pad_to_common_shape(parts: Vec<Tensor>, value: f64) -> Result<Vec<Tensor>, String> {
     let rank = parts[0].shape().len();
+    if rank == 0 {
+        return Err("a scalar has no dim 0 to batch along".to_string());
+    }
+    if parts.iter().any(|p| p.shape().len() != rank) {
+        return Err("inputs of different ranks can't be padded to one shape".to_string());
+    }
     let mut target = parts[0].shape().to_vec();
     for p in &parts {
         for (t, &d) in target.iter_mut().zip(p.shape()).skip(1) {
@@ -117,39 +185,55 @@ fn pad_to_common_shape(parts: Vec<Tensor>, value: f64) -> Result<Vec<Tensor>, St
             }
             let mut shape = target.clone();
             shape[0] = p.shape()[0];
-            pad_tensor(&p, &shape, rank, value)
+            pad_tensor(&p, &shape, value)
         })
         .collect()
 }
 
-fn pad_tensor(t: &Tensor, shape: &[i64], rank: usize, value: f64) -> Result<Tensor, String> {
+/// Elements of `shape`, or `None` if a dim is negative or the product overflows.
+fn checked_elements(shape: &[i64]) -> Option<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?))
+}
+
+/// `t` padded out to `shape` (same rank, every dim at least `t`'s) with `value`.
+fn pad_tensor(t: &Tensor, shape: &[i64], value: f64) -> Result<Tensor, String> {
+    let rank = shape.len();
     let size = t.dtype().size().unwrap_or(1);
     let pad = pad_bytes(t.dtype(), value);
-    let total: usize = shape.iter().map(|&d| d as usize).product();
-    let mut out = Vec::with_capacity(total * size);
-    for _ in 0..total {
-        out.extend_from_slice(&pad);
+    let too_large = || format!("padding to shape {shape:?} overflows");
+    let total = checked_elements(shape).ok_or_else(too_large)?;
+    total.checked_mul(size).ok_or_else(too_large)?;
+    let out_dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+    let src_dims: Vec<usize> = t.shape().iter().map(|&d| d.max(0) as usize).collect();
+    if src_dims.len() != rank || src_dims.iter().zip(&out_dims).any(|(s, o)| s > o) {
+        return Err(format!(
+            "shape {:?} can't be padded to {shape:?}",
+            t.shape()
+        ));
     }
-    // Copy each innermost run of the source into its place in the padded layout.
-    let src_shape = t.shape();
-    let inner = src_shape[rank - 1] as usize * size;
-    let runs: usize = src_shape[..rank - 1].iter().map(|&d| d as usize).product();
+    let mut out = pad.repeat(total);
+    // Copy each innermost run of the source into its place in the padded layout. Every
+    // offset below is less than `total * size`, which fits, so plain arithmetic is safe.
+    let inner = src_dims[rank - 1] * size;
+    let runs: usize = src_dims[..rank - 1].iter().product();
     let data = t.data();
+    let mut index = vec![0usize; rank - 1];
     for run in 0..runs {
         // The run's multi-index in the source → offset in the destination.
         let mut rem = run;
+        for axis in (0..rank - 1).rev() {
+            index[axis] = rem % src_dims[axis];
+            rem /= src_dims[axis];
+        }
         let mut dst = 0usize;
         let mut stride = 1usize;
-        let mut index = vec![0usize; rank - 1];
-        for axis in (0..rank - 1).rev() {
-            index[axis] = rem % src_shape[axis] as usize;
-            rem /= src_shape[axis] as usize;
-        }
         for axis in (0..rank - 1).rev() {
             dst += index[axis] * stride;
-            stride *= shape[axis] as usize;
+            stride *= out_dims[axis];
         }
-        let dst = dst * shape[rank - 1] as usize * size;
+        let dst = dst * out_dims[rank - 1] * size;
         out[dst..dst + inner].copy_from_slice(&data[run * inner..run * inner + inner]);
     }
     Tensor::from_bytes(t.dtype(), shape.to_vec(), Bytes::from(out)).map_err(|e| e.to_string())

@@ -162,6 +162,10 @@ pub enum BackendConfig {
     /// `kind = "onnx"` — ONNX models run inside the gateway (no model server to start); each
     /// model folder names its file with `model_file = "model.onnx"`.
     Onnx(OnnxConfig),
+    /// `kind = "kserve_v2"` — a model server speaking the Open Inference Protocol over gRPC
+    /// (Triton, OpenVINO Model Server, MLServer, KServe).
+    #[serde(rename = "kserve_v2")]
+    KserveV2(KserveV2Config),
 }
 
 impl BackendConfig {
@@ -170,6 +174,7 @@ impl BackendConfig {
         match self {
             BackendConfig::Tfserving(_) => "tfserving",
             BackendConfig::Onnx(_) => "onnx",
+            BackendConfig::KserveV2(_) => "kserve_v2",
         }
     }
 }
@@ -394,9 +399,27 @@ pub struct BackendTlsConfig {
     /// `key = "certs/client.key"` — the client certificate's private key.
     pub key: Option<PathBuf>,
     /// `server_name = "tfserving.internal"` — the name the servers' certificates must carry
-    /// (and the SNI sent), instead of each endpoint's host: needed for `dns://` endpoints and
-    /// addresses whose certificate names a service name.
+    /// (and the SNI sent), instead of each endpoint's host (a `dns://` endpoint's default is
+    /// its name): for addresses whose certificates name a service name.
     pub server_name: Option<String>,
+}
+
+/// `kind = "kserve_v2"`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KserveV2Config {
+    /// `endpoints = ["http://127.0.0.1:8001"]` — the servers' gRPC endpoints (Triton's
+    /// default port is 8001), used round robin.
+    pub endpoints: Vec<String>,
+    /// `timeout_ms = 10000` — deadline of one backend call (sent as the gRPC deadline too).
+    #[serde(default = "default_backend_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+impl KserveV2Config {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -522,6 +545,36 @@ impl GatewayConfig {
         for (name, backend) in &self.backends {
             match backend {
                 BackendConfig::Tfserving(tfs) => validate_tfserving(path, name, tfs)?,
+                BackendConfig::KserveV2(KserveV2Config {
+                    endpoints,
+                    timeout_ms,
+                }) => {
+                    if endpoints.is_empty() {
+                        return Err(ConfigError::invalid(
+                            path,
+                            format!("backends.{name}.endpoints is empty"),
+                        ));
+                    }
+                    for endpoint in endpoints {
+                        let ok = endpoint
+                            .parse::<http::Uri>()
+                            .is_ok_and(|u| u.scheme().is_some() && u.host().is_some());
+                        if !ok {
+                            return Err(ConfigError::invalid(
+                                path,
+                                format!(
+                                    "backends.{name}.endpoints: `{endpoint}` is not a URL like http://host:8500"
+                                ),
+                            ));
+                        }
+                    }
+                    if *timeout_ms == 0 {
+                        return Err(ConfigError::invalid(
+                            path,
+                            format!("backends.{name}.timeout_ms must be greater than 0"),
+                        ));
+                    }
+                }
                 BackendConfig::Onnx(onnx) => {
                     if onnx.threads == Some(0) {
                         return Err(ConfigError::invalid(

@@ -76,6 +76,20 @@ pub struct BatchingConfig {
     /// `pad_value = 0.0` — the value padding is filled with (converted to the input's dtype).
     #[serde(default)]
     pub pad_value: f64,
+    /// `max_batch_bytes = 268435456` — the largest batch, in tensor bytes as it is sent (after
+    /// padding rows and inner dims), that the batcher builds. A request that would take the
+    /// batch it joins past it waits for the next batch; a request over it on its own is a
+    /// 400. Bounds what a client can make the gateway allocate (padding two requests shaped
+    /// `[1, 1, N]` and `[1, N, 1]` would otherwise make `N²` elements).
+    #[serde(default = "default_max_batch_bytes")]
+    pub max_batch_bytes: usize,
+    /// `max_queues = 64` — batch queues this model keeps open at once: one per version,
+    /// signature and input shapes after dim 0 (just the ranks with `pad_variable_length`).
+    /// A request that would open one more is sent on its own, unbatched; queues idle for
+    /// 10 s close. Bounds the tasks and memory that clients sending ever-new shapes or
+    /// versions can make the gateway keep.
+    #[serde(default = "default_max_queues")]
+    pub max_queues: usize,
 }
 
 impl Default for BatchingConfig {
@@ -89,6 +103,8 @@ impl Default for BatchingConfig {
             allowed_batch_sizes: Vec::new(),
             pad_variable_length: false,
             pad_value: 0.0,
+            max_batch_bytes: default_max_batch_bytes(),
+            max_queues: default_max_queues(),
         }
     }
 }
@@ -147,6 +163,12 @@ fn default_batch_timeout_us() -> u64 {
 }
 fn default_max_enqueued() -> usize {
     1024
+}
+fn default_max_batch_bytes() -> usize {
+    256 << 20
+}
+fn default_max_queues() -> usize {
+    64
 }
 fn default_true() -> bool {
     true
@@ -274,10 +296,11 @@ impl ModelConfig {
                 "batching.max_batch_size and batching.max_enqueued must be at least 1",
             ));
         }
-        if b.max_concurrent_batches == 0 {
+        if b.max_concurrent_batches == 0 || b.max_queues == 0 || b.max_batch_bytes == 0 {
             return Err(ConfigError::invalid(
                 path,
-                "batching.max_concurrent_batches must be at least 1",
+                "batching.max_concurrent_batches, batching.max_queues and batching.max_batch_bytes \
+                 must be at least 1",
             ));
         }
         if !b.allowed_batch_sizes.is_empty() {

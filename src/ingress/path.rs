@@ -1,6 +1,9 @@
-//! The HTTP API's URL grammar, TF Serving's: `/v1/models/{m}[/versions/{v}|/labels/{l}]`
-//! followed by `:predict` (POST), `/metadata` (GET) or nothing (GET status). The `/v1/models`
-//! prefix is case-insensitive and names are percent-decoded, as TF Serving does.
+//! The HTTP API's URL grammar. TF Serving's: `/v1/models/{m}[/versions/{v}|/labels/{l}]`
+//! followed by `:predict` (POST), `/metadata` (GET) or nothing (GET status); the `/v1/models`
+//! prefix is case-insensitive and names are percent-decoded, as TF Serving does. The Open
+//! Inference Protocol's (KServe v2): `/v2`, `/v2/health/{live,ready}`, and
+//! `/v2/models/{m}[/versions/{v}]` followed by nothing (GET metadata), `/ready` (GET) or
+//! `/infer` (POST); names are percent-decoded.
 
 use crate::backend::VersionChoice;
 
@@ -19,6 +22,22 @@ pub enum Endpoint {
         version: VersionChoice,
     },
     ListModels,
+    /// `GET /v2`: server metadata.
+    V2Server,
+    V2Live,
+    V2Ready,
+    V2Metadata {
+        model: String,
+        version: VersionChoice,
+    },
+    V2ModelReady {
+        model: String,
+        version: VersionChoice,
+    },
+    V2Infer {
+        model: String,
+        version: VersionChoice,
+    },
     Healthz,
     Readyz,
     Metrics,
@@ -48,6 +67,9 @@ pub fn parse(method: &http::Method, path: &str) -> Result<Endpoint, PathError> {
         "/metrics" => return get(Endpoint::Metrics),
         "/openapi.json" => return get(Endpoint::OpenApi),
         _ => {}
+    }
+    if path == "/v2" || path.starts_with("/v2/") {
+        return parse_v2(method, &path[3..]);
     }
     const PREFIX: &str = "/v1/models";
     let Some(head) = path
@@ -81,6 +103,56 @@ pub fn parse(method: &http::Method, path: &str) -> Result<Endpoint, PathError> {
         return get(Endpoint::Metadata { model, version });
     }
     Err(PathError::NotFound)
+}
+
+/// The Open Inference Protocol's paths, after `/v2`.
+fn parse_v2(method: &http::Method, rest: &str) -> Result<Endpoint, PathError> {
+    use http::Method;
+    let get = |e: Endpoint| {
+        if method == Method::GET || method == Method::HEAD {
+            Ok(e)
+        } else {
+            Err(PathError::MethodNotAllowed)
+        }
+    };
+    match rest {
+        "" | "/" => return get(Endpoint::V2Server),
+        "/health/live" => return get(Endpoint::V2Live),
+        "/health/ready" => return get(Endpoint::V2Ready),
+        _ => {}
+    }
+    let rest = rest.strip_prefix("/models/").ok_or(PathError::NotFound)?;
+    let end = rest.find('/').unwrap_or(rest.len());
+    let model = decode_segment(&rest[..end])?;
+    let mut rest = &rest[end..];
+    let mut version = VersionChoice::Latest;
+    if let Some(after) = rest.strip_prefix("/versions/") {
+        let end = after.find('/').unwrap_or(after.len());
+        let v = decode_segment(&after[..end])?;
+        let number = v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0 && v.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(|| PathError::Invalid(format!("version `{v}` is not a number")))?;
+        version = VersionChoice::Number(number);
+        rest = &after[end..];
+    }
+    match rest {
+        "" => get(Endpoint::V2Metadata { model, version }),
+        "/ready" => get(Endpoint::V2ModelReady { model, version }),
+        "/infer" if method == Method::POST => Ok(Endpoint::V2Infer { model, version }),
+        "/infer" => Err(PathError::MethodNotAllowed),
+        _ => Err(PathError::NotFound),
+    }
+}
+
+/// A non-empty path segment, percent-decoded.
+fn decode_segment(s: &str) -> Result<String, PathError> {
+    if s.is_empty() {
+        return Err(PathError::NotFound);
+    }
+    percent_decode(s)
+        .ok_or_else(|| PathError::Invalid(format!("`{s}` is not valid percent-encoding")))
 }
 
 /// A `[^/:]+` segment, percent-decoded.
@@ -205,13 +277,65 @@ mod tests {
             Err(PathError::Invalid(_))
         ));
         assert_eq!(
-            parse(&Method::GET, "/v2/models/digits"),
+            parse(&Method::GET, "/v2/models/digits/other"),
             Err(PathError::NotFound)
         );
+        assert_eq!(parse(&Method::GET, "/v2x"), Err(PathError::NotFound));
         assert_eq!(
             parse(&Method::GET, "/v1/models/digits/other"),
             Err(PathError::NotFound)
         );
         assert_eq!(parse(&Method::GET, "/v1/modelsx"), Err(PathError::NotFound));
+    }
+
+    /// Every Open Inference Protocol path parses; wrong methods and bad versions are told
+    /// apart.
+    #[test]
+    fn v2_paths() {
+        let m = || "digits".to_string();
+        assert_eq!(parse(&Method::GET, "/v2"), Ok(Endpoint::V2Server));
+        assert_eq!(parse(&Method::GET, "/v2/health/live"), Ok(Endpoint::V2Live));
+        assert_eq!(
+            parse(&Method::GET, "/v2/health/ready"),
+            Ok(Endpoint::V2Ready)
+        );
+        assert_eq!(
+            parse(&Method::GET, "/v2/models/digits"),
+            Ok(Endpoint::V2Metadata {
+                model: m(),
+                version: VersionChoice::Latest
+            })
+        );
+        assert_eq!(
+            parse(&Method::GET, "/v2/models/digits/versions/2/ready"),
+            Ok(Endpoint::V2ModelReady {
+                model: m(),
+                version: VersionChoice::Number(2)
+            })
+        );
+        assert_eq!(
+            parse(&Method::POST, "/v2/models/my%20model/infer"),
+            Ok(Endpoint::V2Infer {
+                model: "my model".into(),
+                version: VersionChoice::Latest
+            })
+        );
+        assert_eq!(
+            parse(&Method::GET, "/v2/models/digits/infer"),
+            Err(PathError::MethodNotAllowed)
+        );
+        assert_eq!(
+            parse(&Method::POST, "/v2/health/live"),
+            Err(PathError::MethodNotAllowed)
+        );
+        assert!(matches!(
+            parse(&Method::POST, "/v2/models/digits/versions/x/infer"),
+            Err(PathError::Invalid(_))
+        ));
+        assert_eq!(parse(&Method::GET, "/v2/models/"), Err(PathError::NotFound));
+        assert_eq!(
+            parse(&Method::GET, "/v2/repository/index"),
+            Err(PathError::NotFound)
+        );
     }
 }

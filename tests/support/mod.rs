@@ -62,6 +62,7 @@ pub struct GatewayBuilder {
     backends: Vec<(String, String, u64)>,
     backend_tables: Vec<(String, String)>,
     onnx_backends: Vec<String>,
+    kserve_v2_backends: Vec<(String, String)>,
     models: Vec<(String, String)>,
     files: Vec<(String, String, Vec<u8>)>,
     max_body_bytes: Option<usize>,
@@ -88,6 +89,13 @@ impl GatewayBuilder {
     /// sub-tables such as `[backends.<name>.health]` after them).
     pub fn backend_config(mut self, name: &str, toml: &str) -> Self {
         self.backend_tables.push((name.into(), toml.into()));
+        self
+    }
+
+    /// A `kserve_v2` backend (Open Inference Protocol over gRPC) named `name` at `url`, with a
+    /// 5 s call timeout.
+    pub fn kserve_v2_backend(mut self, name: &str, url: &str) -> Self {
+        self.kserve_v2_backends.push((name.into(), url.into()));
         self
     }
 
@@ -150,6 +158,11 @@ impl GatewayBuilder {
         }
         for (name, toml) in &self.backend_tables {
             text += &format!("[backends.{name}]\n{toml}\n");
+        }
+        for (name, url) in &self.kserve_v2_backends {
+            text += &format!(
+                "[backends.{name}]\nkind = \"kserve_v2\"\nendpoints = [\"{url}\"]\ntimeout_ms = 5000\n"
+            );
         }
         for name in &self.onnx_backends {
             text += &format!("[backends.{name}]\nkind = \"onnx\"\nthreads = 2\n");
