@@ -265,6 +265,10 @@ impl Batcher {
     ///
     /// The send happens under the lock, and a queue's task closes only under it and only
     /// when its channel is empty: so an entry is never handed to a queue that is closing.
+    #[allow(
+        clippy::result_large_err,
+        reason = "the entry is handed back by value, once, on the over-max_queues path; boxing it would cost every request an allocation"
+    )]
     fn enqueue(&self, key: BatchKey, entry: Entry) -> Result<(), (BatchKey, Entry)> {
         let mut queues = lock(&self.queues);
         let mut entry = entry;

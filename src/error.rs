@@ -64,6 +64,10 @@ impl Error {
                 | CallError::InvalidOutput(_)
                 | CallError::NotExported(..) => StatusCode::INTERNAL_SERVER_ERROR,
                 CallError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                // The call never started: the model (or the gateway) is at its plugin
+                // capacity. 503 rather than 429: it is not this client's rate, nothing ran,
+                // so a retry — here later, or on another replica — is safe.
+                CallError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             },
             Error::Batch(e) => match e {
                 BatchError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,

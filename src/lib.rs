@@ -27,6 +27,7 @@
 //! - [`reload`] — watches `plugins/`, rebuilds changed folders, swaps the route table.
 //! - [`plugin`] — the plugin host (wasmtime): load, sandbox, bound and call plugins.
 //! - [`samples`] — offline plugin checks: a model folder's samples through the real pipeline.
+//! - [`scaffold`] — `infergate plugin new|build`: standalone plugin projects from `templates/`.
 //! - [`backend`] — the seam tensors are run through, and its kinds: `tfserving` (gRPC),
 //!   `onnx` (tract, in process, on its own thread pool); what they report (status, metadata).
 //! - [`rest`] — TF Serving's REST JSON (`instances`/`inputs`, `predictions`/`outputs`).
@@ -57,6 +58,7 @@ pub mod reply;
 pub mod rest;
 pub mod routes;
 pub mod samples;
+pub mod scaffold;
 pub mod server;
 pub mod tensor;
 pub mod views;

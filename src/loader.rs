@@ -11,7 +11,7 @@ use crate::backend::{LoadError as ModelLoadError, Provider, VersionChoice};
 use crate::config::{ConfigError, GatewayConfig, ModelConfig};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, PredictCall};
-use crate::plugin::{Host, LoadError, Needs, Plugin};
+use crate::plugin::{Host, LoadError, Needs, Plugin, Share};
 use crate::routes::{Fingerprint, Parts, Route};
 
 /// Why a model folder could not become a route.
@@ -177,10 +177,13 @@ pub fn fingerprint(dir: &Path) -> Fingerprint {
 /// A model's (pre, post) plugins; one file may be both.
 pub type PluginPair = (Option<Arc<Plugin>>, Option<Arc<Plugin>>);
 
-/// Compiles the model's plugin files; one file named by `plugin` serves both roles.
+/// Compiles the model's plugin files; one file named by `plugin` serves both roles. Both
+/// run in one share of the runtime, the model's (`[limits]` `max_concurrent_calls`,
+/// `max_running_calls`).
 pub fn load_plugins(config: &ModelConfig, host: &Host) -> Result<PluginPair, LoadError> {
+    let share = Share::new(config.limits.share(host.max_instances()));
     let load = |path: &Path, pre: bool, post: bool| {
-        Plugin::load(host, path, Needs { pre, post }).map(Arc::new)
+        Plugin::load(host, path, Needs { pre, post }).map(|p| Arc::new(p.with_share(share.clone())))
     };
     if let Some(path) = &config.plugin {
         let both = load(path, true, true)?;

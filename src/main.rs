@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use infergate::{Gateway, GatewayConfig, samples};
+use infergate::{Gateway, GatewayConfig, samples, scaffold};
 
 #[derive(Parser)]
 #[command(
@@ -42,6 +42,33 @@ enum Command {
         #[arg(long, conflicts_with = "config")]
         model: Option<PathBuf>,
     },
+    /// Plugin projects: write a new one from a template, build one into plugin.wasm.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Write a standalone plugin project NAME (sources, build file, model.toml, a sample).
+    New {
+        /// The project's (and route's) name: lower-case letters, digits and '-'.
+        name: String,
+        /// rust or python.
+        #[arg(long, default_value = "rust")]
+        lang: String,
+        /// Where to write it (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The Rust SDK's folder (plugin-sdk/ or an unpacked .crate); default: the checkout
+        /// this binary was built from.
+        #[arg(long)]
+        sdk_path: Option<PathBuf>,
+    },
+    /// Build the project in DIR into DIR/plugin.wasm (cargo, or infergate-plugin for Python).
+    Build {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -58,6 +85,7 @@ fn main() -> ExitCode {
                 None => check(config),
             }
         }
+        Command::Plugin(command) => plugin(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -66,6 +94,26 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn plugin(command: PluginCommand) -> anyhow::Result<()> {
+    match command {
+        PluginCommand::New {
+            name,
+            lang,
+            dir,
+            sdk_path,
+        } => {
+            let dest = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let sdk = sdk_path.or_else(scaffold::default_sdk_path);
+            let files = scaffold::new_project(&name, lang.parse()?, &dest, sdk.as_deref())?;
+            println!("wrote {} ({} files)", dest.display(), files.len());
+        }
+        PluginCommand::Build { dir } => {
+            println!("built {}", scaffold::build(&dir)?.display());
+        }
+    }
+    Ok(())
 }
 
 fn init_tracing(json: bool) {

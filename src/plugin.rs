@@ -8,6 +8,8 @@
 //! - `host`: the shared engine, linker and epoch ticker.
 //! - `sandbox`: one call's state (WASI context, memory cap, captured output, host imports).
 //! - `call`: one call, bounded and classified.
+//! - `share`: a model's share of the runtime (instance slots, cores), so no model can starve
+//!   another.
 //! - `convert`: the gateway's types to and from the generated WIT types, checked.
 //! - `bindings`: the generated WIT bindings; `cache`: compiled plugins on disk.
 
@@ -17,6 +19,7 @@ mod call;
 mod convert;
 mod host;
 mod sandbox;
+mod share;
 mod types;
 
 use std::path::{Path, PathBuf};
@@ -26,6 +29,7 @@ use sha2::{Digest, Sha256};
 
 pub use host::{Allocator, DEFAULT_MAX_INSTANCES, EPOCH_TICK, Host, HostError};
 pub use sandbox::CallTag;
+pub use share::{Share, ShareConfig, cores};
 pub use types::{CallError, CallLimits, PluginRequest, Prepared, Rejection};
 
 use bindings::{post::PostprocessorPre, pre::PreprocessorPre};
@@ -54,6 +58,8 @@ pub struct Plugin {
     loaded_at: SystemTime,
     pre: Option<PreprocessorPre<Sandbox>>,
     post: Option<PostprocessorPre<Sandbox>>,
+    /// The model's share of the runtime, which every call of this plugin runs in.
+    share: Share,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -132,7 +138,20 @@ impl Plugin {
             loaded_at: SystemTime::now(),
             pre,
             post,
+            share: Share::unbounded(),
         })
+    }
+
+    /// Runs this plugin's calls in `share` (its model's: the pre and post plugins of one
+    /// model hold the same share). Without it only the host's instance pool bounds them.
+    pub fn with_share(mut self, share: Share) -> Plugin {
+        self.share = share;
+        self
+    }
+
+    /// The share this plugin's calls run in.
+    pub fn share(&self) -> &Share {
+        &self.share
     }
 
     pub fn path(&self) -> &Path {

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::backend::VersionStatus;
 use crate::backend::metadata::status_json;
-use crate::plugin::{Allocator, Plugin};
+use crate::plugin::{Allocator, Plugin, Share};
 use crate::routes::{Failure, Route, RouteTable};
 
 /// The route table: every served model with its plugins, and every folder whose last load
@@ -45,6 +45,14 @@ pub fn model_status(route: &Route, versions: &[VersionStatus], failure: Option<&
 pub fn plugins(table: &RouteTable, allocator: Allocator) -> Value {
     let mut models = serde_json::Map::new();
     for (name, route) in &table.routes {
+        // The share in effect (defaults filled in), and how loaded it is now.
+        let share = route
+            .pre
+            .as_ref()
+            .or(route.post.as_ref())
+            .map(|p| p.share());
+        let config = share.and_then(Share::config);
+        let (waiting, in_use) = share.map_or((0, 0), Share::load);
         models.insert(
             name.clone(),
             json!({
@@ -54,7 +62,10 @@ pub fn plugins(table: &RouteTable, allocator: Allocator) -> Value {
                     "timeout_ms": route.config.limits.timeout_ms,
                     "memory_mb": route.config.limits.memory_mb,
                     "max_output_mb": route.config.limits.max_output_mb,
+                    "max_concurrent_calls": config.map(|c| c.max_concurrent_calls),
+                    "max_running_calls": config.map(|c| c.max_running_calls),
                 },
+                "calls": { "in_slots": in_use, "waiting": waiting },
                 "last_reload_error": table.failures.get(name).map(|f| f.message.clone()),
             }),
         );

@@ -42,7 +42,9 @@ impl std::error::Error for ImageError {}
 /// Channels per pixel: 1 (8-bit grayscale) or 3 (8-bit RGB).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Channels {
+    /// One channel: luma (ITU-R BT.601 weights from colour input).
     Gray,
+    /// Three channels, red, green, blue.
     Rgb,
 }
 

@@ -13,10 +13,15 @@
 /// Severity of a log line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Level {
+    /// Step-by-step detail, off unless the operator asks for it.
     Trace,
+    /// Detail useful while developing a plugin.
     Debug,
+    /// Normal events worth a line.
     Info,
+    /// Something odd that did not fail the call.
     Warn,
+    /// A failure the operator should look at.
     Error,
 }
 

@@ -9,19 +9,33 @@ use std::fmt;
 /// Element type of a tensor; one case per `dtype` case of the plugin contract.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
+    /// IEEE 754 half precision (16 bits).
     F16,
+    /// bfloat16: the top 16 bits of an `f32`.
     BF16,
+    /// 32-bit float.
     F32,
+    /// 64-bit float.
     F64,
+    /// Signed 8-bit integer.
     I8,
+    /// Signed 16-bit integer.
     I16,
+    /// Signed 32-bit integer.
     I32,
+    /// Signed 64-bit integer.
     I64,
+    /// Unsigned 8-bit integer.
     U8,
+    /// Unsigned 16-bit integer.
     U16,
+    /// Unsigned 32-bit integer.
     U32,
+    /// Unsigned 64-bit integer.
     U64,
+    /// Boolean, one byte per element.
     Bool,
+    /// Byte string (TensorFlow `DT_STRING`): any bytes, not necessarily UTF-8.
     Str,
 }
 
@@ -94,19 +108,33 @@ impl fmt::Display for DType {
 /// A tensor's elements, typed. `F16` and `BF16` hold the raw 16-bit patterns.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Values {
+    /// Half floats as raw bit patterns.
     F16(Vec<u16>),
+    /// bfloat16 values as raw bit patterns.
     BF16(Vec<u16>),
+    /// `f32` elements.
     F32(Vec<f32>),
+    /// `f64` elements.
     F64(Vec<f64>),
+    /// `i8` elements.
     I8(Vec<i8>),
+    /// `i16` elements.
     I16(Vec<i16>),
+    /// `i32` elements.
     I32(Vec<i32>),
+    /// `i64` elements.
     I64(Vec<i64>),
+    /// `u8` elements.
     U8(Vec<u8>),
+    /// `u16` elements.
     U16(Vec<u16>),
+    /// `u32` elements.
     U32(Vec<u32>),
+    /// `u64` elements.
     U64(Vec<u64>),
+    /// `bool` elements.
     Bool(Vec<bool>),
+    /// One byte string per element.
     Str(Vec<Vec<u8>>),
 }
 
@@ -159,18 +187,33 @@ impl Values {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TensorError {
     /// A dimension was negative.
-    NegativeDim { shape: Vec<i64> },
+    NegativeDim {
+        /// The shape as given.
+        shape: Vec<i64>,
+    },
     /// The dimensions multiply to more elements than fit in memory.
-    TooLarge { shape: Vec<i64> },
+    TooLarge {
+        /// The shape as given.
+        shape: Vec<i64>,
+    },
     /// The number of values does not match the shape.
     ElementCount {
+        /// The tensor's element type.
         dtype: DType,
+        /// The shape as given.
         shape: Vec<i64>,
+        /// Elements the shape asks for.
         expected: usize,
+        /// Elements supplied.
         given: usize,
     },
     /// An accessor for one dtype was called on a tensor of another.
-    WrongDType { wanted: DType, actual: DType },
+    WrongDType {
+        /// The dtype the accessor reads.
+        wanted: DType,
+        /// The tensor's dtype.
+        actual: DType,
+    },
     /// The gateway sent a tensor whose bytes do not match its dtype and shape.
     Malformed(String),
 }

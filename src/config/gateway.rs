@@ -107,9 +107,11 @@ pub struct PluginsConfig {
     /// `$XDG_CACHE_HOME/infergate/compiled` or `~/.cache/infergate/compiled`; `""` disables it.
     /// Must be writable only by the gateway's user: it holds native code.
     pub cache_dir: Option<PathBuf>,
-    /// `max_instances = 1000` — plugin calls that may run at once across all models: the
-    /// pooling allocator reserves this many instance slots (each with address space for one
-    /// linear memory) at start.
+    /// `max_instances = 1000` — plugin instances that may exist at once across all models:
+    /// the pooling allocator reserves this many instance slots (each with address space for
+    /// one linear memory) at start. A call that finds them all taken waits for one (up to its
+    /// model's `limits.timeout_ms`, then 503), as it waits for its model's own slots
+    /// (`limits.max_concurrent_calls`, by default at most half of these).
     #[serde(default = "default_max_instances")]
     pub max_instances: u32,
     /// `debounce_ms = 250` — quiet time after the last change before a rescan, so a file

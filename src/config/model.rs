@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{BackendConfig, ConfigError, GatewayConfig, read_toml};
+use crate::plugin::ShareConfig;
 
 /// One model folder's `model.toml`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -123,6 +124,18 @@ pub struct LimitsConfig {
     /// tensors and context, a post plugin's body); past it, 500.
     #[serde(default = "default_max_output_mb")]
     pub max_output_mb: u64,
+    /// `max_concurrent_calls = 4` — this model's plugin calls that may hold an instance at
+    /// once (each up to `memory_mb`). A call that finds them all taken waits for one, first
+    /// come first served, for up to `timeout_ms`; none free by then: 503, the call never
+    /// started (one that gets a slot then has its whole `timeout_ms` to run). Default:
+    /// 4 × `max_running_calls`, at most half of `plugins.max_instances`.
+    pub max_concurrent_calls: Option<u32>,
+    /// `max_running_calls = 1` — this model's plugin calls that may *execute* at once: its
+    /// share of the cores. A running plugin gives its core back at every epoch tick (5 ms) and
+    /// queues for one again, so a plugin that loops takes at most this many cores, and the
+    /// model's other calls take turns with it. Default: half the machine's cores, rounded up
+    /// (raise it to the core count on a gateway that serves one model).
+    pub max_running_calls: Option<u32>,
 }
 
 impl Default for LimitsConfig {
@@ -131,6 +144,8 @@ impl Default for LimitsConfig {
             timeout_ms: default_plugin_timeout_ms(),
             memory_mb: default_memory_mb(),
             max_output_mb: default_max_output_mb(),
+            max_concurrent_calls: None,
+            max_running_calls: None,
         }
     }
 }
@@ -146,6 +161,23 @@ impl LimitsConfig {
 
     pub fn max_output_bytes(&self) -> usize {
         (self.max_output_mb as usize) << 20
+    }
+
+    /// The model's share of the plugin runtime: the keys given, the rest defaulted from the
+    /// machine's cores and the gateway's `plugins.max_instances`.
+    pub fn share(&self, max_instances: u32) -> ShareConfig {
+        let defaults = ShareConfig::machine_defaults(max_instances);
+        let running = self.max_running_calls.unwrap_or(defaults.max_running_calls);
+        let slots = self.max_concurrent_calls.unwrap_or_else(|| {
+            // Defaulted slots follow an explicit `max_running_calls` up.
+            defaults
+                .max_concurrent_calls
+                .max(running.saturating_mul(4).min((max_instances / 2).max(1)))
+        });
+        ShareConfig {
+            max_concurrent_calls: slots,
+            max_running_calls: running.min(slots),
+        }
     }
 }
 
@@ -193,6 +225,7 @@ impl ModelConfig {
     pub fn load(dir: &Path, gateway: &GatewayConfig) -> Result<Self, ConfigError> {
         let config = Self::read(dir)?;
         config.validate_backend(&dir.join("model.toml"), gateway)?;
+        config.validate_share(&dir.join("model.toml"), gateway.plugins.max_instances)?;
         Ok(config)
     }
 
@@ -345,8 +378,39 @@ impl ModelConfig {
         }
     }
 
+    /// A model can't have more slots than the gateway's whole pool.
+    fn validate_share(&self, path: &Path, max_instances: u32) -> Result<(), ConfigError> {
+        match self.limits.max_concurrent_calls {
+            Some(slots) if slots > max_instances => Err(ConfigError::invalid(
+                path,
+                format!(
+                    "limits.max_concurrent_calls ({slots}) is more than the gateway's \
+                     plugins.max_instances ({max_instances}); lower it or raise max_instances"
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     fn validate_limits(&self, path: &Path) -> Result<(), ConfigError> {
         let l = &self.limits;
+        if l.max_concurrent_calls == Some(0) || l.max_running_calls == Some(0) {
+            return Err(ConfigError::invalid(
+                path,
+                "limits.max_concurrent_calls and limits.max_running_calls must be at least 1",
+            ));
+        }
+        if let (Some(slots), Some(running)) = (l.max_concurrent_calls, l.max_running_calls)
+            && running > slots
+        {
+            return Err(ConfigError::invalid(
+                path,
+                format!(
+                    "limits.max_running_calls ({running}) is more than \
+                     limits.max_concurrent_calls ({slots}): a call runs in one of the slots"
+                ),
+            ));
+        }
         if l.timeout_ms == 0 {
             return Err(ConfigError::invalid(
                 path,
@@ -387,4 +451,44 @@ fn lexically_normal(path: &Path) -> PathBuf {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(slots: Option<u32>, running: Option<u32>) -> LimitsConfig {
+        LimitsConfig {
+            max_concurrent_calls: slots,
+            max_running_calls: running,
+            ..LimitsConfig::default()
+        }
+    }
+
+    /// Keys given are kept; missing ones follow the machine, and defaulted slots follow a
+    /// raised `max_running_calls` up (four each), within half the gateway's pool.
+    #[test]
+    fn the_share_fills_in_what_is_not_given() {
+        let defaults = ShareConfig::machine_defaults(1000);
+        assert_eq!(limits(None, None).share(1000), defaults);
+        let given = limits(Some(3), Some(2)).share(1000);
+        assert_eq!(
+            (given.max_concurrent_calls, given.max_running_calls),
+            (3, 2)
+        );
+        let raised = limits(None, Some(16)).share(1000);
+        assert_eq!(
+            (raised.max_concurrent_calls, raised.max_running_calls),
+            (64, 16)
+        );
+        let small_pool = limits(None, Some(16)).share(10);
+        assert_eq!(
+            (
+                small_pool.max_concurrent_calls,
+                small_pool.max_running_calls
+            ),
+            (5, 5),
+            "half of the 10 slots, and no more running calls than slots"
+        );
+    }
 }

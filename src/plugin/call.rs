@@ -11,6 +11,7 @@ use super::Plugin;
 use super::convert;
 use super::host::{EPOCH_TICK, Host};
 use super::sandbox::{CallTag, Sandbox};
+use super::share::Slot;
 use super::types::{CallError, CallLimits, PluginRequest, Prepared};
 use crate::reply::Reply;
 use crate::tensor::NamedTensors;
@@ -40,17 +41,23 @@ impl Plugin {
             .metrics
             .as_ref()
             .map(|m| m.pre_instantiate_seconds.clone());
-        let mut store = new_store(&self.host, limits, tag);
-        let outcome = tokio::time::timeout(limits.timeout + OUTER_GRACE, async {
-            let started = Instant::now();
-            let instance = pre.instantiate_prechecked(&mut store).await?;
-            if let Some(histogram) = &instantiated {
-                crate::metrics::observe(histogram, started.elapsed());
-            }
-            instance.call_preprocess(&mut store, &wit_request).await
-        })
-        .await;
-        let answer = settle(outcome, &store, limits)?;
+        let (_slot, store, remaining) = self.begin(limits, tag).await?;
+        let answer = self
+            .share
+            .on_cores(async move {
+                let mut store = store;
+                let outcome = tokio::time::timeout(remaining + OUTER_GRACE, async {
+                    let started = Instant::now();
+                    let instance = pre.instantiate_prechecked(&mut store).await?;
+                    if let Some(histogram) = &instantiated {
+                        crate::metrics::observe(histogram, started.elapsed());
+                    }
+                    instance.call_preprocess(&mut store, &wit_request).await
+                })
+                .await;
+                finish(outcome, store, limits)
+            })
+            .await?;
         let prepared = answer.map_err(|e| CallError::Rejected(convert::rejection(e)))?;
         let size: usize = prepared.context.len()
             + prepared
@@ -79,19 +86,25 @@ impl Plugin {
             .metrics
             .as_ref()
             .map(|m| m.post_instantiate_seconds.clone());
-        let mut store = new_store(&self.host, limits, tag);
-        let outcome = tokio::time::timeout(limits.timeout + OUTER_GRACE, async {
-            let started = Instant::now();
-            let instance = post.instantiate_prechecked(&mut store).await?;
-            if let Some(histogram) = &instantiated {
-                crate::metrics::observe(histogram, started.elapsed());
-            }
-            instance
-                .call_postprocess(&mut store, &wit_outputs, context)
-                .await
-        })
-        .await;
-        let answer = settle(outcome, &store, limits)?;
+        let (_slot, store, remaining) = self.begin(limits, tag).await?;
+        let answer = self
+            .share
+            .on_cores(async move {
+                let mut store = store;
+                let outcome = tokio::time::timeout(remaining + OUTER_GRACE, async {
+                    let started = Instant::now();
+                    let instance = post.instantiate_prechecked(&mut store).await?;
+                    if let Some(histogram) = &instantiated {
+                        crate::metrics::observe(histogram, started.elapsed());
+                    }
+                    instance
+                        .call_postprocess(&mut store, &wit_outputs, context)
+                        .await
+                })
+                .await;
+                finish(outcome, store, limits)
+            })
+            .await?;
         let response = answer.map_err(|e| CallError::Rejected(convert::rejection(e)))?;
         let size = response.body.len()
             + response
@@ -101,6 +114,27 @@ impl Plugin {
                 .sum::<usize>();
         check_size(size, limits)?;
         convert::response_from_wit(response).map_err(CallError::InvalidOutput)
+    }
+
+    /// Waits for an instance slot (the model's share, then the gateway's pool) for at most
+    /// the call's `timeout_ms`, and makes the call's store, whose deadline is a whole
+    /// `timeout_ms` from now: a call that waited is not started with too little time left
+    /// to finish (it would only fail later, having used a slot). So a call spends at most
+    /// `timeout_ms` waiting (then 503, not started) and `timeout_ms` running (then 504).
+    async fn begin(
+        &self,
+        limits: CallLimits,
+        tag: CallTag,
+    ) -> Result<(Slot, Store<Sandbox>, Duration), CallError> {
+        let slot = self
+            .share
+            .slot(self.host.instances(), limits.timeout)
+            .await?;
+        Ok((
+            slot,
+            new_store(&self.host, limits, limits.timeout, tag),
+            limits.timeout,
+        ))
     }
 
     fn not_exported(&self, export: &'static str) -> CallError {
@@ -121,14 +155,14 @@ fn check_size(size: usize, limits: CallLimits) -> Result<(), CallError> {
 /// A store for one call: the model's memory cap, and a deadline checked on every epoch tick.
 /// Until the deadline a running guest yields to the async runtime each tick, so a busy plugin
 /// shares its worker thread instead of holding it.
-fn new_store(host: &Host, limits: CallLimits, tag: CallTag) -> Store<Sandbox> {
+fn new_store(host: &Host, limits: CallLimits, remaining: Duration, tag: CallTag) -> Store<Sandbox> {
     let mut store = Store::new(host.engine(), Sandbox::new(tag, limits.memory_bytes));
     store.limiter(|state| &mut state.limits);
     // Bounds what the host copies out of the guest while lifting the result, so an oversized
     // output is refused before the host allocates it (the small allowance covers names,
     // shapes and headers).
     store.set_hostcall_fuel(limits.max_output_bytes + OUTPUT_ALLOWANCE);
-    let deadline = Instant::now() + limits.timeout;
+    let deadline = Instant::now() + remaining;
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
         Ok(if Instant::now() >= deadline {
@@ -138,6 +172,18 @@ fn new_store(host: &Host, limits: CallLimits, tag: CallTag) -> Store<Sandbox> {
         })
     });
     store
+}
+
+/// Settles the call and drops its store (resetting the instance's slot), still on the
+/// model's cores: that reset is work done for this model.
+fn finish<T>(
+    outcome: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,
+    store: Store<Sandbox>,
+    limits: CallLimits,
+) -> Result<T, CallError> {
+    let answer = settle(outcome, &store, limits);
+    drop(store);
+    answer
 }
 
 /// Turns a finished (or timed out) call into the guest's answer or a [`CallError`].
@@ -169,6 +215,19 @@ fn settle<T>(
         return Err(CallError::InvalidOutput(format!(
             "the result is over the {} MiB output limit (limits.max_output_mb)",
             limits.max_output_bytes >> 20
+        )));
+    }
+    // The pooling allocator refused a slot of a kind the gateway's gate doesn't count (core
+    // instances, memories, tables of a component with many): capacity, not a plugin bug.
+    // (Its error type is private, so it is recognized by its message.)
+    if let Some(full) = error
+        .chain()
+        .map(ToString::to_string)
+        .find(|e| e.contains("maximum concurrent limit of"))
+    {
+        return Err(CallError::Busy(format!(
+            "the gateway's plugin instance pool is full ({full}); retry later, or raise \
+             plugins.max_instances"
         )));
     }
     tracing::warn!(error = ?error, "plugin trapped");

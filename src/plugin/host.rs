@@ -52,6 +52,11 @@ struct Inner {
     cache_dir: Option<std::path::PathBuf>,
     linker: Linker<Sandbox>,
     allocator: Allocator,
+    /// One permit per instance the pool holds (`plugins.max_instances`): a call takes one
+    /// before it instantiates, so a full pool makes calls wait (see `share`) instead of
+    /// failing in the allocator.
+    instances: Arc<tokio::sync::Semaphore>,
+    instances_total: u32,
     _ticker: Ticker,
 }
 
@@ -110,6 +115,8 @@ impl Host {
                 cache_dir: None,
                 linker,
                 allocator,
+                instances: Arc::new(tokio::sync::Semaphore::new(max_instances.max(1) as usize)),
+                instances_total: max_instances.max(1),
                 _ticker: ticker,
             }),
         })
@@ -125,6 +132,16 @@ impl Host {
 
     pub fn allocator(&self) -> Allocator {
         self.inner.allocator
+    }
+
+    /// `plugins.max_instances`: the instances that may exist at once.
+    pub fn max_instances(&self) -> u32 {
+        self.inner.instances_total
+    }
+
+    /// The gate in front of the instance pool.
+    pub(super) fn instances(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.inner.instances
     }
 }
 

@@ -60,4 +60,8 @@ pub enum CallError {
     InvalidOutput(String),
     #[error("plugin {0} does not export `{1}`")]
     NotExported(String, &'static str),
+    /// No instance slot freed up within the call's deadline (the model's share, or the
+    /// gateway's pool): the call never started. The message names the limit.
+    #[error("{0}")]
+    Busy(String),
 }

@@ -1,9 +1,8 @@
 """The plugin project templates (templates/) build outside this repository, against the
 packaged SDKs only, and pass their own sample through `infergate check --model`.
 
-Each test generates a project into a temporary folder outside the repository (as
-`infergate plugin new` does: common/ + plugin-<lang>/, placeholders filled, `.tmpl` dropped)
-and builds it there:
+Each test generates a project with `infergate plugin new` into a temporary folder outside the
+repository and builds it there with `infergate plugin build`:
   - Rust: against the `.crate` that `cargo package` writes for plugin-sdk/, unpacked and used
     as a path dependency (a crate file is a tarball of the crate with its workspace
     inheritance already resolved). The build reuses plugins/target, where
@@ -31,19 +30,13 @@ TEMPLATES = REPO / "templates"
 CACHE = Path(os.environ.get("INFERGATE_CACHE", Path.home() / ".cache" / "infergate"))
 
 
-def generate(lang: str, dest: Path, name: str, sdk_dependency: str = "") -> Path:
-    values = {"{{name}}": name, "{{crate_name}}": f"{name}-plugin",
-              "{{artifact}}": f"{name}_plugin.wasm".replace("-", "_"),
-              "{{sdk_dependency}}": sdk_dependency}
-    for root in (TEMPLATES / "common", TEMPLATES / f"plugin-{lang}"):
-        for src in sorted(p for p in root.rglob("*") if p.is_file()):
-            rel = src.relative_to(root)
-            out = dest / (str(rel)[: -len(".tmpl")] if rel.name.endswith(".tmpl") else rel)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            text = src.read_text()
-            for key, value in values.items():
-                text = text.replace(key, value)
-            out.write_text(text)
+def generate(lang: str, dest: Path, name: str, sdk_path: Path | None = None) -> Path:
+    """`infergate plugin new NAME --lang LANG --dir DEST [--sdk-path SDK]`."""
+    cmd = [gateway_bin(), "plugin", "new", name, "--lang", lang, "--dir", dest]
+    if sdk_path:
+        cmd += ["--sdk-path", sdk_path]
+    run(cmd, cwd=dest.parent)
+    assert not list(dest.rglob("*.tmpl")), "a template suffix was left"
     return dest
 
 
@@ -75,16 +68,14 @@ def test_rust_template_builds_against_the_packaged_crate(outside):
         tar.extractall(outside / "sdk", filter="data")
     sdk = next((outside / "sdk").iterdir())
     assert "workspace = true" not in (sdk / "Cargo.toml").read_text()
-    project = generate("rust", outside / "demo", "demo", f'{{ path = "{sdk}" }}')
+    project = generate("rust", outside / "demo", "demo", sdk)
     shutil.copy(REPO / "plugins" / "Cargo.lock", project / "Cargo.lock")
     # Outside the repository its rust-toolchain.toml does not apply: name the same toolchain
     # (it has the wasm32-wasip2 target, and its build of the dependencies is in plugins/target).
     channel = tomllib.loads((REPO / "rust-toolchain.toml").read_text())["toolchain"]["channel"]
-    env = {**os.environ, "RUSTUP_TOOLCHAIN": channel}
-    run(["cargo", "build", "--release", "--target", "wasm32-wasip2",
-         "--target-dir", REPO / "plugins" / "target"], cwd=project, env=env, timeout=900)
-    artifact = REPO / "plugins" / "target" / "wasm32-wasip2" / "release" / "demo_plugin.wasm"
-    shutil.copy(artifact, project / "plugin.wasm")
+    env = {**os.environ, "RUSTUP_TOOLCHAIN": channel,
+           "CARGO_TARGET_DIR": str(REPO / "plugins" / "target")}
+    run([gateway_bin(), "plugin", "build", project], cwd=project, env=env, timeout=900)
     check(project)
 
 
@@ -100,7 +91,8 @@ def test_python_template_builds_against_the_sdk_wheel(outside):
     run([venv / "bin" / "pip", "install", "--quiet", "--disable-pip-version-check", wheel],
         cwd=outside, env=env, timeout=600)
     project = generate("python", outside / "demo", "demo")
-    run([venv / "bin" / "infergate-plugin", "build", project], cwd=outside, env=env, timeout=300)
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    run([gateway_bin(), "plugin", "build", project], cwd=outside, env=env, timeout=300)
     check(project)
     # Unchanged inputs: the next build is skipped, and the component left as it was.
     before = (project / "plugin.wasm").stat().st_mtime_ns

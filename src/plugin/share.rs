@@ -1,0 +1,351 @@
+//! A model's share of the plugin runtime, so one model's plugins — however they misbehave —
+//! can't take what the others need:
+//!
+//! - **slots**: plugin calls of the model that may hold an instance at once
+//!   (`limits.max_concurrent_calls`). An instance costs a pooling slot and up to
+//!   `limits.memory_mb` of memory, so this bounds the model's memory and its part of
+//!   `plugins.max_instances`. A call that finds the slots taken waits for one (first come, first
+//!   served) for up to its `timeout_ms`, then gives up with [`CallError::Busy`] (503).
+//! - **cores**: calls of the model that may *execute* at once (`limits.max_running_calls`).
+//!   A running call gives its core back at every epoch tick (a plugin yields to the async
+//!   runtime once per tick) and takes one again before it goes on, so a plugin that loops
+//!   until its deadline keeps at most this many cores busy, and the model's other calls take
+//!   turns with it tick by tick instead of waiting for it to time out.
+//!
+//! The host adds one gate shared by every model: `plugins.max_instances`, the pooling
+//! allocator's slots, so the sum of the models' slots can exceed it without a call ever
+//! failing for want of a slot — it waits, like a call waiting for its model's slots.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::types::CallError;
+
+/// How many plugin calls of one model may hold an instance, and execute, at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShareConfig {
+    /// `limits.max_concurrent_calls`.
+    pub max_concurrent_calls: u32,
+    /// `limits.max_running_calls`; at most `max_concurrent_calls`.
+    pub max_running_calls: u32,
+}
+
+impl ShareConfig {
+    /// The defaults: half the cores (rounded up) for running calls, so one model's plugins
+    /// leave the other half to the rest of the gateway, and four instances per running call
+    /// for the slots, so short calls can take turns with a long one — but never more than
+    /// half of `max_instances`, so one model can't hold the whole pool.
+    pub fn defaults(cores: usize, max_instances: u32) -> ShareConfig {
+        let running = (cores.div_ceil(2).max(1)).min(u32::MAX as usize) as u32;
+        let slots = running
+            .saturating_mul(4)
+            .min((max_instances / 2).max(1))
+            .max(1);
+        ShareConfig {
+            max_concurrent_calls: slots,
+            max_running_calls: running.min(slots),
+        }
+    }
+
+    /// The defaults for this machine (`std::thread::available_parallelism`).
+    pub fn machine_defaults(max_instances: u32) -> ShareConfig {
+        Self::defaults(cores(), max_instances)
+    }
+}
+
+/// The cores this process may use.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// One model's share: its slots and its cores. Cloning is cheap; the pre and post plugins of
+/// a model hold the same share.
+#[derive(Clone, Debug)]
+pub struct Share {
+    inner: Option<Arc<Inner>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: ShareConfig,
+    slots: Arc<Semaphore>,
+    cores: Arc<Semaphore>,
+    /// Calls waiting for one of the slots now.
+    waiting: AtomicUsize,
+}
+
+impl Share {
+    pub fn new(config: ShareConfig) -> Share {
+        let slots = config.max_concurrent_calls.max(1);
+        let running = config.max_running_calls.clamp(1, slots);
+        Share {
+            inner: Some(Arc::new(Inner {
+                config,
+                slots: Arc::new(Semaphore::new(slots as usize)),
+                cores: Arc::new(Semaphore::new(running as usize)),
+                waiting: AtomicUsize::new(0),
+            })),
+        }
+    }
+
+    /// No bounds of its own: only the host's pool applies (plugins loaded outside a gateway,
+    /// benchmarks).
+    pub fn unbounded() -> Share {
+        Share { inner: None }
+    }
+
+    pub fn config(&self) -> Option<ShareConfig> {
+        self.inner.as_ref().map(|i| i.config)
+    }
+
+    /// Calls of the model waiting for a slot now, and the slots in use.
+    pub fn load(&self) -> (usize, u32) {
+        self.inner.as_ref().map_or((0, 0), |i| {
+            let free = i.slots.available_permits() as u32;
+            (
+                i.waiting.load(Ordering::Relaxed),
+                i.config.max_concurrent_calls.saturating_sub(free),
+            )
+        })
+    }
+
+    /// Waits (first come, first served) for one of the model's slots, then one of the host's,
+    /// for at most `wait`. The slot is held until the returned [`Slot`] drops.
+    pub(super) async fn slot(
+        &self,
+        pool: &Arc<Semaphore>,
+        wait: Duration,
+    ) -> Result<Slot, CallError> {
+        // The fast path takes no timer: both are free.
+        let model = match &self.inner {
+            None => None,
+            Some(inner) => inner.slots.clone().try_acquire_owned().ok(),
+        };
+        let fast = match (&self.inner, &model) {
+            (Some(_), None) => None,
+            _ => pool.clone().try_acquire_owned().ok(),
+        };
+        if let Some(pool_permit) = fast {
+            return Ok(Slot {
+                _model: model,
+                _pool: pool_permit,
+            });
+        }
+        // One deadline for both waits: the call's own.
+        let deadline = tokio::time::Instant::now() + wait;
+        let model = match (&self.inner, model) {
+            (Some(inner), None) => {
+                inner.waiting.fetch_add(1, Ordering::Relaxed);
+                let waited = tokio::time::timeout_at(deadline, acquire(&inner.slots)).await;
+                inner.waiting.fetch_sub(1, Ordering::Relaxed);
+                Some(waited.map_err(|_| self.busy(wait))?)
+            }
+            (_, model) => model,
+        };
+        let pool = tokio::time::timeout_at(deadline, acquire(pool))
+            .await
+            .map_err(|_| pool_busy(wait))?;
+        Ok(Slot {
+            _model: model,
+            _pool: pool,
+        })
+    }
+
+    fn busy(&self, waited: Duration) -> CallError {
+        let slots = self.config().map_or(0, |c| c.max_concurrent_calls);
+        CallError::Busy(format!(
+            "the model's {slots} plugin slots (limits.max_concurrent_calls) stayed busy for \
+             {} ms (limits.timeout_ms); the call did not start: retry later, or raise \
+             limits.max_concurrent_calls",
+            waited.as_millis()
+        ))
+    }
+
+    /// Runs `call`, holding one of the model's cores only while it is being polled, i.e.
+    /// while its guest code runs (between two epoch ticks at most).
+    pub(super) fn on_cores<F: Future>(&self, call: F) -> OnCores<F> {
+        OnCores {
+            cores: self.inner.as_ref().map(|i| i.cores.clone()),
+            waiting: None,
+            call: Box::pin(call),
+        }
+    }
+}
+
+/// The gateway's instance pool stayed full for the call's whole wait.
+pub(super) fn pool_busy(waited: Duration) -> CallError {
+    CallError::Busy(format!(
+        "every plugin instance of the gateway (plugins.max_instances) stayed busy for {} ms \
+         (limits.timeout_ms); the call did not start: retry later, or raise \
+         plugins.max_instances",
+        waited.as_millis()
+    ))
+}
+
+/// A held instance slot: the model's and the host's.
+#[derive(Debug)]
+pub(super) struct Slot {
+    _model: Option<OwnedSemaphorePermit>,
+    _pool: OwnedSemaphorePermit,
+}
+
+async fn acquire(semaphore: &Arc<Semaphore>) -> OwnedSemaphorePermit {
+    // The semaphores are never closed.
+    semaphore
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("plugin share semaphores are never closed")
+}
+
+type Acquire = Pin<Box<dyn Future<Output = OwnedSemaphorePermit> + Send>>;
+
+/// A future run on the model's cores: each poll first takes a core (waiting in line behind
+/// the model's other calls), polls the call, and gives the core back.
+pub(super) struct OnCores<F> {
+    cores: Option<Arc<Semaphore>>,
+    /// The place in line while waiting for a core.
+    waiting: Option<Acquire>,
+    call: Pin<Box<F>>,
+}
+
+impl<F: Future> Future for OnCores<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.get_mut();
+        let Some(cores) = &this.cores else {
+            return this.call.as_mut().poll(cx);
+        };
+        let permit = match this.waiting.as_mut() {
+            Some(waiting) => match waiting.as_mut().poll(cx) {
+                Poll::Ready(permit) => {
+                    this.waiting = None;
+                    permit
+                }
+                Poll::Pending => return Poll::Pending,
+            },
+            // Fails while others wait: a freed core goes to the first in line, not to
+            // whoever asks next.
+            None => match cores.clone().try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => {
+                    let cores = cores.clone();
+                    let mut waiting: Acquire = Box::pin(async move { acquire(&cores).await });
+                    match waiting.as_mut().poll(cx) {
+                        Poll::Ready(permit) => permit,
+                        Poll::Pending => {
+                            this.waiting = Some(waiting);
+                            return Poll::Pending;
+                        }
+                    }
+                }
+            },
+        };
+        let polled = this.call.as_mut().poll(cx);
+        drop(permit);
+        polled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two cores: one running call, four slots; one core: the same; many cores: half of
+    /// them, four slots each, bounded by half the pool.
+    #[test]
+    fn defaults_follow_the_cores_and_the_pool() {
+        let d = ShareConfig::defaults;
+        assert_eq!(d(2, 1000), config(4, 1));
+        assert_eq!(d(1, 1000), config(4, 1));
+        assert_eq!(d(3, 1000), config(8, 2));
+        assert_eq!(d(16, 1000), config(32, 8));
+        assert_eq!(d(16, 20), config(10, 8));
+        assert_eq!(d(16, 1), config(1, 1));
+    }
+
+    fn config(slots: u32, running: u32) -> ShareConfig {
+        ShareConfig {
+            max_concurrent_calls: slots,
+            max_running_calls: running,
+        }
+    }
+
+    /// With its slots taken, a call waits; once one frees up within the wait it goes on, and
+    /// past the wait it is refused as busy — both ways of the bound.
+    #[tokio::test(start_paused = true)]
+    async fn a_call_waits_for_a_slot_within_its_deadline() {
+        let share = Share::new(config(1, 1));
+        let pool = Arc::new(Semaphore::new(10));
+        let held = share.slot(&pool, Duration::from_secs(1)).await.unwrap();
+        let refused = share.slot(&pool, Duration::from_millis(100)).await;
+        let Err(CallError::Busy(message)) = refused else {
+            panic!("{refused:?}")
+        };
+        assert!(
+            message.contains("1 plugin slots (limits.max_concurrent_calls)"),
+            "{message}"
+        );
+        let waiter = tokio::spawn({
+            let (share, pool) = (share.clone(), pool.clone());
+            async move { share.slot(&pool, Duration::from_secs(1)).await.is_ok() }
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        drop(held);
+        assert!(waiter.await.unwrap(), "the freed slot went to the waiter");
+        assert_eq!(pool.available_permits(), 10, "every slot came back");
+    }
+
+    /// The host's pool is a gate of its own: a model with free slots still waits for it.
+    #[tokio::test(start_paused = true)]
+    async fn the_hosts_pool_bounds_every_model() {
+        let pool = Arc::new(Semaphore::new(1));
+        let (a, b) = (Share::new(config(4, 1)), Share::new(config(4, 1)));
+        let held = a.slot(&pool, Duration::from_secs(1)).await.unwrap();
+        let refused = b.slot(&pool, Duration::from_millis(10)).await;
+        let Err(CallError::Busy(message)) = refused else {
+            panic!("{refused:?}")
+        };
+        assert!(message.contains("plugins.max_instances"), "{message}");
+        drop(held);
+        assert!(b.slot(&pool, Duration::from_millis(10)).await.is_ok());
+        let unbounded = Share::unbounded();
+        let _held = unbounded.slot(&pool, Duration::from_secs(1)).await.unwrap();
+        assert!(matches!(
+            unbounded.slot(&pool, Duration::from_millis(10)).await,
+            Err(CallError::Busy(_))
+        ));
+    }
+
+    /// While one call of a one-core share is being polled (its guest running), another call
+    /// of the model does not run; with two cores it does.
+    #[tokio::test]
+    async fn a_models_calls_run_on_its_cores_only() {
+        for (cores, runs_alongside) in [(1, false), (2, true)] {
+            let share = Share::new(config(2, cores));
+            let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = ran.clone();
+            let mut other = Box::pin(share.on_cores(async move {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            }));
+            let done = share
+                .on_cores(async { futures::poll!(other.as_mut()).is_ready() })
+                .await;
+            assert_eq!(done, runs_alongside, "cores = {cores}");
+            if !done {
+                other.await;
+            }
+            assert!(
+                ran.load(std::sync::atomic::Ordering::SeqCst),
+                "it ran once the core was free"
+            );
+        }
+    }
+}

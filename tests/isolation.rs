@@ -1,0 +1,353 @@
+//! One model can't hurt another: a model whose plugin loops, bombs its memory, traps or
+//! returns a huge body, driven at four times its capacity, leaves a well-behaved model's
+//! requests answered (0 errors) and their latency where it was alone. The latency check is a
+//! ratio against the good model's solo baseline measured in the same test, in interleaved
+//! blocks, so a machine busy with other work slows both sides alike.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// The bad model's instance slots; it is driven by four times as many clients.
+const BAD_SLOTS: usize = 2;
+/// Good-model requests per block, and blocks of each kind (alone, beside the bad model),
+/// interleaved so that whatever else the machine does falls on both alike.
+const BLOCK: usize = 50;
+const BLOCKS: usize = 8;
+/// Measurements (each `BLOCKS` of both kinds) before the test gives up.
+const ATTEMPTS: usize = 3;
+
+/// The tests here run one at a time: each measures what the other would disturb (a looping
+/// plugin is a busy core).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// What the bad model's clients ask for, in turn.
+const BAD_BEHAVIOURS: [&str; 4] = ["loop", "grow", "trap", "post-huge-body"];
+
+async fn two_models() -> (FakeServer, TestGateway) {
+    let backend = FakeBackend::new([identity()]).start().await.unwrap();
+    let plugin = fixture("misbehave");
+    // Both models get one core and explicit slots, so the test means the same on any machine.
+    let good = format!(
+        "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"{}\"\n[limits]\nmax_concurrent_calls = 4\nmax_running_calls = 1\n",
+        plugin.display()
+    );
+    let bad = format!(
+        "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"{}\"\n[limits]\ntimeout_ms = 100\nmax_concurrent_calls = {BAD_SLOTS}\nmax_running_calls = 1\n",
+        plugin.display()
+    );
+    let gw = gateway()
+        .backend("tfs", &backend.url())
+        .model("good", &good)
+        .model("bad", &bad)
+        .start()
+        .await
+        .unwrap();
+    (backend, gw)
+}
+
+/// `n` good requests one after another: their latencies, and the failures.
+async fn good_requests(gw: &TestGateway, n: usize, latencies: &mut Vec<Duration>) -> Vec<String> {
+    let mut errors = Vec::new();
+    for _ in 0..n {
+        let started = Instant::now();
+        let reply = gw.post("/v1/models/good:predict", "ok").await;
+        latencies.push(started.elapsed());
+        if reply.status != 200 || reply.body != "ok" {
+            errors.push(format!("{} {}", reply.status, reply.text()));
+        }
+    }
+    errors
+}
+
+fn quantile(latencies: &[Duration], q: f64) -> Duration {
+    let mut sorted = latencies.to_vec();
+    sorted.sort();
+    sorted[((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+/// The bad model's clients, `4 × BAD_SLOTS` of them, each sending the behaviours in turn
+/// while `on`, until `stop`. `busy` counts their requests in flight.
+struct BadClients {
+    on: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    busy: Arc<AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<BTreeMap<(&'static str, u16), usize>>>,
+}
+
+impl BadClients {
+    fn start(gw: &Arc<TestGateway>) -> BadClients {
+        let on = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let busy = Arc::new(AtomicUsize::new(0));
+        let tasks = (0..4 * BAD_SLOTS)
+            .map(|client| {
+                let (gw, on, stop, busy) = (gw.clone(), on.clone(), stop.clone(), busy.clone());
+                tokio::spawn(async move {
+                    let mut seen = BTreeMap::new();
+                    let mut turn = client;
+                    while !stop.load(Ordering::SeqCst) {
+                        if !on.load(Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                            continue;
+                        }
+                        let behaviour = BAD_BEHAVIOURS[turn % BAD_BEHAVIOURS.len()];
+                        turn += 1;
+                        busy.fetch_add(1, Ordering::SeqCst);
+                        let reply = gw.post("/v1/models/bad:predict", behaviour).await;
+                        busy.fetch_sub(1, Ordering::SeqCst);
+                        *seen.entry((behaviour, reply.status.as_u16())).or_default() += 1;
+                    }
+                    seen
+                })
+            })
+            .collect();
+        BadClients {
+            on,
+            stop,
+            busy,
+            tasks,
+        }
+    }
+
+    /// Starts sending and waits until the bad model's slots are taken and calls queue.
+    async fn drive(&self) {
+        self.on.store(true, Ordering::SeqCst);
+        let busy = self.busy.clone();
+        eventually(10, "the bad model over capacity", move || {
+            let busy = busy.clone();
+            async move { busy.load(Ordering::SeqCst) > BAD_SLOTS }
+        })
+        .await;
+    }
+
+    /// Stops sending and waits for the bad model's requests in flight to end.
+    async fn pause(&self) {
+        self.on.store(false, Ordering::SeqCst);
+        let busy = self.busy.clone();
+        eventually(10, "the bad model idle", move || {
+            let busy = busy.clone();
+            async move { busy.load(Ordering::SeqCst) == 0 }
+        })
+        .await;
+    }
+
+    async fn finish(self) -> BTreeMap<(&'static str, u16), usize> {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut all = BTreeMap::new();
+        for task in self.tasks {
+            for (key, n) in task.await.unwrap() {
+                *all.entry(key).or_default() += n;
+            }
+        }
+        all
+    }
+}
+
+/// A thread of this process busy on one core: what the bad model is allowed
+/// (`max_running_calls = 1`), taken from the good model's solo baseline too. The machine's
+/// other work and the kernel's per-session (autogroup) scheduling then weigh on both sides
+/// alike: on a loaded 2-core machine, any thread of the process spinning raises the others'
+/// tail latency many times over, whoever spins, and that is not what this test is about.
+/// Without the model shares the bad model takes every core and the good p99 rises ×15–30
+/// over this baseline; with them it stays near ×1.
+struct Burner {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Burner {
+    fn start() -> Burner {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        });
+        Burner {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Burner {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The good model keeps 0 errors and its p99 within 2× of its p99 alone while the bad model
+/// loops, exhausts its memory, traps and returns oversized bodies under 4× its capacity;
+/// the bad model's own requests each fail alone (500/504), or are refused with 503 when
+/// its slots stay busy — it never takes the good model's slots or cores. "Alone" is the good
+/// model with nothing else in the gateway, beside one busy core (see [`Burner`]).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misbehaving_model_leaves_a_good_one_alone() {
+    let _serial = SERIAL.lock().await;
+    let (_backend, gw) = two_models().await;
+    let gw = Arc::new(gw);
+    // Warm both models up (compiled code paged in, pool slots touched).
+    let mut warm = Vec::new();
+    good_requests(&gw, BLOCK, &mut warm).await;
+    let bad = BadClients::start(&gw);
+    let mut errors = Vec::new();
+    let mut ratios = Vec::new();
+    // Up to `ATTEMPTS` measurements, stopping at the first within the bound: a burst of
+    // other work on the machine can spoil one; without the shares every one is ×15 or more.
+    for attempt in 0..ATTEMPTS {
+        let (alone, beside) = measure(&gw, &bad, &mut errors).await;
+        let (p99_alone, p99_beside) = (quantile(&alone, 0.99), quantile(&beside, 0.99));
+        let ratio = p99_beside.as_secs_f64() / p99_alone.as_secs_f64();
+        eprintln!(
+            "attempt {attempt}, {} good requests each: p99 alone {p99_alone:?}, beside the bad \
+             model {p99_beside:?} (×{ratio:.2}); p50 {:?} → {:?}",
+            alone.len(),
+            quantile(&alone, 0.5),
+            quantile(&beside, 0.5)
+        );
+        ratios.push(ratio);
+        if ratio <= 2.0 {
+            break;
+        }
+    }
+    bad.pause().await;
+    let seen = bad.finish().await;
+    eprintln!("bad model's answers (behaviour, status) → count: {seen:?}");
+    assert!(
+        errors.is_empty(),
+        "the good model failed {} of {} requests beside the bad one: {:?}",
+        errors.len(),
+        ratios.len() * BLOCKS * BLOCK,
+        &errors[..errors.len().min(5)]
+    );
+    // The bad model was really exercised: each behaviour failed as itself (a loop by its
+    // deadline, the others as a 500), it was over capacity (503s), and it never answered
+    // anything else.
+    for (behaviour, status) in [
+        ("loop", 504),
+        ("grow", 500),
+        ("trap", 500),
+        ("post-huge-body", 500),
+    ] {
+        assert!(
+            seen.get(&(behaviour, status)).copied().unwrap_or(0) > 0,
+            "no {status} for {behaviour}: {seen:?}"
+        );
+    }
+    assert!(
+        seen.iter().any(|((_, status), _)| *status == 503),
+        "the bad model was never over capacity: {seen:?}"
+    );
+    // A memory bomb or a huge body may also run out of time on a slow machine (504).
+    let unexpected: Vec<_> = seen
+        .keys()
+        .filter(|(_, status)| ![500, 503, 504].contains(status))
+        .collect();
+    assert!(unexpected.is_empty(), "{unexpected:?}");
+    assert!(
+        ratios.iter().any(|r| *r <= 2.0),
+        "the good model's p99 rose beside the bad model to ×{ratios:.2?} of its p99 alone"
+    );
+}
+
+/// `BLOCKS` blocks of good requests alone and as many beside the bad model, interleaved:
+/// their latencies (alone, beside); failures beside the bad model go to `errors`.
+async fn measure(
+    gw: &TestGateway,
+    bad: &BadClients,
+    errors: &mut Vec<String>,
+) -> (Vec<Duration>, Vec<Duration>) {
+    let (mut alone, mut beside) = (Vec::new(), Vec::new());
+    for block in 0..BLOCKS {
+        // Alternate which kind goes first, so neither always follows the other.
+        for beside_now in [block % 2 == 1, block % 2 == 0] {
+            if beside_now {
+                bad.drive().await;
+                errors.extend(good_requests(gw, BLOCK, &mut beside).await);
+            } else {
+                bad.pause().await;
+                let burner = Burner::start();
+                let alone_errors = good_requests(gw, BLOCK, &mut alone).await;
+                drop(burner);
+                assert!(alone_errors.is_empty(), "alone: {alone_errors:?}");
+            }
+        }
+    }
+    (alone, beside)
+}
+
+/// The other way of the bound: with its slot taken, a model's next call waits for it and
+/// runs once it frees up (within the call's `timeout_ms` of waiting); a call that can't get
+/// one in time is a 503 naming the limit, and the model serves again afterwards. The deadline
+/// is two seconds so that on a loaded machine the second request still reaches the share
+/// while the first loop holds the slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_model_waits_then_refuses_with_503() {
+    let _serial = SERIAL.lock().await;
+    let backend = FakeBackend::new([identity()]).start().await.unwrap();
+    let toml = format!(
+        "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"{}\"\n[limits]\ntimeout_ms = 2000\nmax_concurrent_calls = 1\nmax_running_calls = 1\n",
+        fixture("misbehave").display()
+    );
+    let gw = Arc::new(
+        gateway()
+            .backend("tfs", &backend.url())
+            .model("p", &toml)
+            .start()
+            .await
+            .unwrap(),
+    );
+    // (calls waiting for the model's slot, slots in use)
+    let share_load = |want: (usize, u32)| {
+        let gw = gw.clone();
+        move || {
+            let gw = gw.clone();
+            async move {
+                let table = gw.gateway.routes().snapshot();
+                table.routes["p"].pre.as_ref().unwrap().share().load() == want
+            }
+        }
+    };
+    let post = |body: &'static str| {
+        let gw = gw.clone();
+        tokio::spawn(async move { gw.post("/v1/models/p:predict", body).await })
+    };
+    // The first loop holds the only slot for its whole deadline; the second waits for it and
+    // then loops its own; an `ok` arriving behind them waits its deadline, gets nothing.
+    let first = post("loop");
+    eventually(5, "the first loop in the slot", share_load((0, 1))).await;
+    let second = post("loop");
+    eventually(5, "the second loop waiting", share_load((1, 1))).await;
+    let admin = gw.admin_get("/admin/plugins", &[]).await.json();
+    let p = &admin["models"]["p"];
+    assert_eq!(p["limits"]["max_concurrent_calls"], 1, "{admin}");
+    assert_eq!(p["calls"]["waiting"], 1, "{admin}");
+    let refused = gw.post("/v1/models/p:predict", "ok").await;
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(
+        refused.error().contains("limits.max_concurrent_calls"),
+        "{}",
+        refused.error()
+    );
+    assert_eq!(first.await.unwrap().status, 504);
+    // 504, not 503: it waited, got the slot, ran its whole deadline.
+    let second = second.await.unwrap();
+    assert_eq!(second.status, 504, "{}", second.text());
+    // Short calls take turns in the one slot: all served.
+    let replies = futures::future::join_all((0..4).map(|_| post("ok"))).await;
+    for reply in replies {
+        let reply = reply.unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+}
