@@ -7,7 +7,11 @@
 //!    grpc.aio with the official tensorflow-serving-api stubs, N pre-forked processes;
 //! 3. `direct gRPC` — this process sending the prepared tensor straight to the backend: no
 //!    HTTP, no plugins, the limit;
-//! 4. `infergate rest` — the gateway as a pass-through: no plugins, REST JSON in and out.
+//! 4. `infergate rest` — the gateway as a pass-through: no plugins, REST JSON in and out;
+//! 5. `infergate gRPC` — the same pass-through gateway called with setup 3's gRPC Predict
+//!    (TF Serving's API on the gateway's port), so 5 / 3 is the gateway's cost on gRPC;
+//! 6. `infergate v2` — the same gateway over the Open Inference Protocol's REST infer, with
+//!    JSON `data` and with the binary tensor extension.
 //!
 //! Plus sanity rows of setup 1 on real TensorFlow (`scripts/tf_server.py`, `--real-tf`).
 //! Each server is a child process; each row is a fixed window at one concurrency, after a
@@ -66,7 +70,7 @@ pub struct Args {
     /// Also run setup 1 against real TensorFlow (scripts/tf_server.py).
     #[arg(long)]
     real_tf: bool,
-    /// Only these setups (1-4), e.g. `--only 1,3`.
+    /// Only these setups (1-6), e.g. `--only 1,3`.
     #[arg(long, value_delimiter = ',')]
     only: Vec<u8>,
     /// The gateway binary (default: `infergate` beside this bench's build directory).

@@ -7,6 +7,7 @@
 #     ${INFERGATE_VENV:-~/.cache/infergate/venv};
 #   - the gateway binary, at ${INFERGATE_BIN:-target/debug/infergate};
 #   - plugins/digits/plugin.wasm for the plugin tests (they skip, saying so, without it).
+# Makes, if missing, the Triton venv (scripts/triton-venv.sh) for the kserve_v2 tests.
 # Extra arguments go to pytest, e.g. `scripts/e2e.sh -k rest -x`.
 set -euo pipefail
 
@@ -26,6 +27,10 @@ if [ ! -x "$BIN" ]; then
 fi
 
 cd "$ROOT"
+# Triton Inference Server (nvidia-pytriton) for the kserve_v2 backend's tests, in a venv of its
+# own; made once, reused while scripts/requirements-triton.txt is unchanged.
+INFERGATE_TRITON_VENV="$(scripts/triton-venv.sh | tail -n 1)"
+export INFERGATE_TRITON_VENV
 export INFERGATE_BIN="$BIN"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 exec "$PYTHON" -m pytest tests/e2e -q "$@"

@@ -225,6 +225,98 @@ async fn plugin_invalid_status_is_500() {
     assert!(reply.error().contains("1000"), "{}", reply.error());
 }
 
+/// A post plugin returning a framing or hop-by-hop header → 500 naming the header, for each
+/// of them; the model serves again afterwards.
+#[tokio::test]
+async fn plugin_framing_headers_are_500() {
+    let (_b, gw) = plugin_gateway("misbehave", "").await;
+    for (body, header) in [
+        ("post-header:content-length:1", "content-length"),
+        ("post-header:content-length:1000", "content-length"),
+        ("post-header:content-length:x", "content-length"),
+        (
+            "post-header:x-ok:1,content-length:2,content-length:2",
+            "content-length",
+        ),
+        ("post-header:Content-Length:2", "Content-Length"),
+        ("post-header:transfer-encoding:chunked", "transfer-encoding"),
+        ("post-header:connection:close", "connection"),
+        ("post-header:keep-alive:timeout=1", "keep-alive"),
+        ("post-header:upgrade:h2c", "upgrade"),
+        ("post-header:te:trailers", "te"),
+        ("post-header:trailer:x-sum", "trailer"),
+        ("post-header:proxy-connection:close", "proxy-connection"),
+        ("post-header:Proxy-Authenticate:Basic", "Proxy-Authenticate"),
+    ] {
+        let reply = gw.post("/v1/models/p:predict", body).await;
+        assert_eq!(reply.status, 500, "{body}: {}", reply.text());
+        assert!(
+            reply
+                .error()
+                .contains(&format!("header `{header}` is the gateway's to set")),
+            "{body}: {}",
+            reply.error()
+        );
+    }
+    // Any other header passes through.
+    let reply = gw
+        .post("/v1/models/p:predict", "post-header:x-model-note:fine")
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.headers["x-model-note"], "fine");
+}
+
+/// A plugin's `content-length: 1` can't desynchronise a keep-alive connection: of two
+/// requests pipelined on one connection, the first gets a well-framed 500 and the second its
+/// 200, on the same connection.
+#[tokio::test]
+async fn a_plugins_content_length_cannot_desynchronise_a_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_b, gw) = plugin_gateway("misbehave", "").await;
+    let addr = gw.url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = |body: &str, last: bool| {
+        format!(
+            "POST /v1/models/p:predict HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n{}\r\n{body}",
+            body.len(),
+            if last { "connection: close\r\n" } else { "" }
+        )
+    };
+    let both = request("post-header:content-length:1", false) + &request("ok", true);
+    stream.write_all(both.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    // A desynchronised connection would hang rather than close: bound the read.
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut answer))
+        .await
+        .expect("the connection closed after the second answer")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    let (first, rest) = split_response(&answer);
+    assert!(first.starts_with("HTTP/1.1 500"), "{answer}");
+    assert!(
+        first.contains("header `content-length` is the gateway's to set"),
+        "{answer}"
+    );
+    let (second, rest) = split_response(rest);
+    assert!(second.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(second.ends_with("\r\n\r\nok"), "{answer}");
+    assert_eq!(rest, "", "nothing after the two answers: {answer}");
+}
+
+/// The first response of `raw` (head and a `content-length`-framed body), and what follows.
+fn split_response(raw: &str) -> (&str, &str) {
+    let head_end = raw.find("\r\n\r\n").expect("a response head") + 4;
+    let length: usize = raw[..head_end]
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .expect("a content-length-framed response");
+    raw.split_at(head_end + length)
+}
+
 /// A plugin missing an export the model needs is refused at load, naming file and export.
 #[tokio::test]
 async fn plugin_missing_export_refuses_to_load() {

@@ -23,11 +23,12 @@ const MAX_LATENCY_US: u64 = 60_000_000;
 /// What a client sends.
 #[derive(Clone)]
 pub enum Target {
-    /// POST `body` with `content_type` to `uri`.
+    /// POST `body` with `content_type` (and `header`, if any) to `uri`.
     Http {
         uri: Uri,
         body: Bytes,
         content_type: &'static str,
+        header: Option<(&'static str, String)>,
     },
     /// `Predict(request)` on a shared channel.
     Grpc {
@@ -44,7 +45,8 @@ impl Target {
                 uri,
                 body,
                 content_type,
-            } => post(client, uri, body.clone(), content_type).await,
+                header,
+            } => post(client, uri, body.clone(), content_type, header.as_ref()).await,
             Target::Grpc { channel, request } => {
                 let mut grpc = PredictionServiceClient::new(channel.clone())
                     .max_decoding_message_size(64 << 20);
@@ -156,11 +158,13 @@ pub async fn post(
     uri: &Uri,
     body: Bytes,
     content_type: &str,
+    extra: Option<&(&'static str, String)>,
 ) -> Result<Bytes, String> {
-    let request = Request::post(uri.clone())
-        .header(header::CONTENT_TYPE, content_type)
-        .body(Full::new(body))
-        .map_err(|e| e.to_string())?;
+    let mut request = Request::post(uri.clone()).header(header::CONTENT_TYPE, content_type);
+    if let Some((name, value)) = extra {
+        request = request.header(*name, value.as_str());
+    }
+    let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
     let response = client.request(request).await.map_err(|e| e.to_string())?;
     let status = response.status();
     // Read the whole body: the connection goes back to the pool only once it is drained.

@@ -92,6 +92,33 @@ pub async fn run_all(args: Args) -> anyhow::Result<()> {
             );
         }
     }
+    // The tensor protocols on setup 4's pass-through gateway: TF Serving's gRPC Predict with
+    // setup 3's request (so 5 / 3 is the gateway's cost on gRPC), and the Open Inference
+    // Protocol over REST, JSON and binary tensors (beside setup 4's REST JSON).
+    if args.runs(5) || args.runs(6) {
+        let dir = gateway_config(&backend_addr, false)?;
+        let server = start_gateway(&gateway_bin, &dir)?;
+        let mut targets = Vec::new();
+        if args.runs(5) {
+            let addr = server.1.trim_start_matches("http://");
+            targets.push((
+                "5 infergate gRPC",
+                grpc_target(addr, &work.image).await?,
+                "",
+            ));
+        }
+        if args.runs(6) {
+            let (json, binary) = v2_targets(&server.1, &work.image)?;
+            targets.push(("6 infergate v2 json", json, "outputs"));
+            targets.push(("6 infergate v2 binary", binary, "outputs"));
+        }
+        for (name, target, expect) in targets {
+            check(&target, expect).await?;
+            for &c in &plan.concurrencies {
+                rows.push(measure(name, Some(&server.0), &fake, &target, c, &plan).await);
+            }
+        }
+    }
     // Sanity row: setup 1's plugins on the embedded ONNX backend, the real model run in
     // process (no fake), so it says what the zero-setup default delivers on this machine.
     if args.runs(1) {
@@ -327,7 +354,40 @@ fn http_target(base: &str, body: Bytes, content_type: &'static str) -> anyhow::R
         uri: format!("{base}/v1/models/digits:predict").parse()?,
         body,
         content_type,
+        header: None,
     })
+}
+
+/// `POST /v2/models/digits/infer` with setup 3's pixels: as JSON `data`, and with the binary
+/// tensor extension (the raw f32 bytes after the JSON header, a binary output asked for).
+fn v2_targets(base: &str, image: &Tensor) -> anyhow::Result<(Target, Target)> {
+    let uri: http::Uri = format!("{base}/v2/models/digits/infer").parse()?;
+    let pixels = image.to_f32().context("the image tensor is f32")?;
+    let json = serde_json::json!({
+        "inputs": [{ "name": "image", "shape": [1, 28, 28, 1], "datatype": "FP32", "data": pixels }]
+    });
+    let head = serde_json::json!({
+        "inputs": [{ "name": "image", "shape": [1, 28, 28, 1], "datatype": "FP32",
+                     "parameters": { "binary_data_size": image.data().len() } }],
+        "outputs": [{ "name": "probabilities", "parameters": { "binary_data": true } }]
+    })
+    .to_string();
+    let mut binary = head.clone().into_bytes();
+    binary.extend_from_slice(image.data());
+    Ok((
+        Target::Http {
+            uri: uri.clone(),
+            body: Bytes::from(json.to_string()),
+            content_type: "application/json",
+            header: None,
+        },
+        Target::Http {
+            uri,
+            body: Bytes::from(binary),
+            content_type: "application/octet-stream",
+            header: Some(("inference-header-content-length", head.len().to_string())),
+        },
+    ))
 }
 
 async fn grpc_target(backend: &str, image: &Tensor) -> anyhow::Result<Target> {

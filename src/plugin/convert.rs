@@ -103,6 +103,12 @@ pub fn response_from_wit(response: wit::Response) -> Result<Reply, String> {
     for (name, value) in response.headers {
         let header = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| format!("`{name}` is not a valid header name"))?;
+        if is_gateway_header(&header) {
+            return Err(format!(
+                "header `{name}` is the gateway's to set: a post plugin may not return framing \
+                 or hop-by-hop headers ({GATEWAY_HEADERS}); remove it from the response"
+            ));
+        }
         let value = HeaderValue::from_str(&value)
             .map_err(|_| format!("header `{name}` has an invalid value"))?;
         headers.append(header, value);
@@ -112,6 +118,29 @@ pub fn response_from_wit(response: wit::Response) -> Result<Reply, String> {
         headers,
         body: Bytes::from(response.body),
     })
+}
+
+/// The headers that frame the response or belong to one connection (RFC 9110 §7.6.1, §6.4;
+/// RFC 9112 §6–7): the gateway's HTTP server sets them. A plugin returning one is refused
+/// (500 naming it) rather than silently dropped, so a plugin relying on one finds out in its
+/// first test instead of in production — and none can desynchronise a keep-alive connection
+/// or smuggle a second response.
+const GATEWAY_HEADERS: &str =
+    "content-length, transfer-encoding, connection, keep-alive, upgrade, te, trailer, proxy-*";
+
+/// Whether `name` (lowercase, as [`HeaderName`] keeps it) is one of [`GATEWAY_HEADERS`].
+fn is_gateway_header(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    matches!(
+        name,
+        "content-length"
+            | "transfer-encoding"
+            | "connection"
+            | "keep-alive"
+            | "upgrade"
+            | "te"
+            | "trailer"
+    ) || name.starts_with("proxy-")
 }
 
 fn dtype_to_wit(dtype: DType) -> Dtype {
@@ -149,5 +178,76 @@ fn dtype_from_wit(dtype: Dtype) -> DType {
         Dtype::U64 => DType::U64,
         Dtype::Boolean => DType::Bool,
         Dtype::Str => DType::Str,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_header(name: &str, value: &str) -> wit::Response {
+        wit::Response {
+            status: 200,
+            headers: vec![
+                ("content-type".into(), "text/plain".into()),
+                (name.into(), value.into()),
+            ],
+            body: b"ok".to_vec(),
+        }
+    }
+
+    /// Every framing and hop-by-hop header, in any case, is refused naming itself; the ones
+    /// a plugin may set (and look-alikes of the refused ones) pass.
+    #[test]
+    fn framing_and_hop_by_hop_headers_are_refused() {
+        for (name, value) in [
+            ("content-length", "2"),
+            ("content-length", "1"),
+            ("content-length", "100"),
+            ("content-length", "two"),
+            ("Content-Length", "2"),
+            ("CONTENT-LENGTH", "2"),
+            ("transfer-encoding", "chunked"),
+            ("Transfer-Encoding", "identity"),
+            ("connection", "close"),
+            ("Connection", "keep-alive"),
+            ("keep-alive", "timeout=5"),
+            ("upgrade", "h2c"),
+            ("te", "trailers"),
+            ("trailer", "x-checksum"),
+            ("proxy-connection", "keep-alive"),
+            ("Proxy-Authenticate", "Basic"),
+            ("proxy-authorization", "Basic Zm9vOmJhcg=="),
+        ] {
+            let refused = response_from_wit(with_header(name, value));
+            let Err(message) = refused else {
+                panic!("{name}: {value} was accepted")
+            };
+            assert!(
+                message.contains(&format!("header `{name}` is the gateway's to set")),
+                "{message}"
+            );
+        }
+        for (name, value) in [
+            ("x-content-length", "2"),
+            ("content-language", "en"),
+            ("x-connection", "close"),
+            ("tech", "1"),
+            ("trailers", "1"),
+            ("x-proxy-hop", "1"),
+            ("cache-control", "no-store"),
+        ] {
+            let reply = response_from_wit(with_header(name, value)).unwrap();
+            assert_eq!(reply.headers[name], value, "{name}");
+        }
+    }
+
+    /// Two `content-length`s are refused at the first, whatever the values.
+    #[test]
+    fn two_content_lengths_are_refused() {
+        let mut response = with_header("content-length", "2");
+        response.headers.push(("content-length".into(), "3".into()));
+        let message = response_from_wit(response).unwrap_err();
+        assert!(message.contains("`content-length`"), "{message}");
     }
 }

@@ -3,7 +3,7 @@
 import pytest
 
 from support import (ONNX_MODEL, PLUGIN_WASM, REPO, Reference, gateway_bin, start_gateway,
-                     start_tf_server)
+                     start_tf_server, start_triton, toml_str)
 
 
 @pytest.fixture(scope="session")
@@ -27,12 +27,15 @@ def gateway(tmp_path_factory, request):
         # The same model, as ONNX, run inside the gateway.
         "digits-onnx-rest": {"model": "digits", "backend": "local", "model_file": ONNX_MODEL},
     }
+    # `digits` is always there, so gRPC clients of TF Serving call it by TF Serving's model
+    # name (tensor protocols skip plugins); with the plugin built it is the plugin route too.
+    routes["digits"] = {"model": "digits"}
     if PLUGIN_WASM.is_file():
         routes["digits"] = {"model": "digits", "plugin": PLUGIN_WASM}
         routes["digits-onnx"] = {"model": "digits", "plugin": PLUGIN_WASM, "backend": "local",
                                  "model_file": ONNX_MODEL}
     gw = start_gateway(tmp_path_factory.mktemp("gateway"), "gateway", tf_server.endpoint, routes)
-    gw.has_plugin_route = "digits" in routes
+    gw.has_plugin_route = PLUGIN_WASM.is_file()
     yield gw
     gw.process.stop()
 
@@ -48,3 +51,31 @@ def plugin_gateway(gateway):
 @pytest.fixture(scope="session")
 def reference():
     return Reference()
+
+
+@pytest.fixture(scope="session")
+def triton(tmp_path_factory):
+    """Triton Inference Server, started once per session (its start-up is the costly part)."""
+    server = start_triton(tmp_path_factory.mktemp("triton"))
+    yield server
+    server.process.stop()
+
+
+@pytest.fixture(scope="session")
+def triton_gateway(tmp_path_factory, tf_server, triton):
+    """A gateway whose routes run `digits` on Triton through a `kserve_v2` backend."""
+    backends = ("[backends.triton]\n"
+                'kind = "kserve_v2"\n'
+                f"endpoints = [{toml_str(triton.endpoint)}]\n"
+                "timeout_ms = 10000\n")
+    routes = {
+        "digits-rest": {"model": "digits", "backend": "triton"},
+        "digits-batched": {"model": "digits", "backend": "triton",
+                           "_toml": "[batching]\nmax_batch_size = 16\nbatch_timeout_us = 500000\n"},
+    }
+    if PLUGIN_WASM.is_file():
+        routes["digits"] = {"model": "digits", "plugin": PLUGIN_WASM, "backend": "triton"}
+    gw = start_gateway(tmp_path_factory.mktemp("triton_gateway"), "triton_gateway",
+                       tf_server.endpoint, routes, backends=backends)
+    yield gw
+    gw.process.stop()

@@ -190,7 +190,7 @@ class Gateway:
         return requests.post(self.url + path, **kw)
 
 
-def start_gateway(config_dir, name, endpoint, routes, timeout_ms=10000):
+def start_gateway(config_dir, name, endpoint, routes, timeout_ms=10000, backends=""):
     """Write gateway.toml and one folder per route, start `infergate serve`.
 
     endpoint: the `tfs` backend's endpoint, or a list of them (replicas).
@@ -198,7 +198,8 @@ def start_gateway(config_dir, name, endpoint, routes, timeout_ms=10000):
     routes: {route name: {"model": ..., "plugin": ...}} (keys written as TOML strings; a
     "_toml" entry is appended verbatim, for tables such as [batching]). Routes use backend
     `tfs` (at `endpoint`) unless they name `"backend": "local"`, the in-process onnx backend
-    (which needs a "model_file")."""
+    (which needs a "model_file"), or a backend in `backends` (TOML appended to
+    gateway.toml)."""
     binary = gateway_bin()
     if not binary.is_file():
         pytest.fail(f"gateway binary {binary} not found: build it first (cargo build) or set "
@@ -221,7 +222,7 @@ def start_gateway(config_dir, name, endpoint, routes, timeout_ms=10000):
         f"timeout_ms = {timeout_ms}\n"
         "[backends.local]\n"
         'kind = "onnx"\n'
-        f"timeout_ms = {timeout_ms}\n")
+        f"timeout_ms = {timeout_ms}\n" + backends)
     for route, keys in routes.items():
         folder = plugins_dir / route
         folder.mkdir(exist_ok=True)
@@ -278,3 +279,40 @@ def load_image(path):
         px = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
     assert px.shape == (28, 28), f"{path}: {px.shape}"
     return px.reshape(1, 28, 28, 1)
+
+
+# --------------------------------------------------------------------------- Triton
+
+TRITON_START_TIMEOUT = 180
+
+
+class TritonServer:
+    def __init__(self, process, grpc_port, http_port, seconds):
+        self.process = process
+        self.endpoint = f"http://127.0.0.1:{grpc_port}"
+        self.http_target = f"127.0.0.1:{http_port}"
+        self.start_seconds = seconds
+
+
+def triton_python():
+    """The Triton venv's python (scripts/triton-venv.sh makes it; scripts/e2e.sh runs that)."""
+    venv = os.environ.get("INFERGATE_TRITON_VENV",
+                          str(Path.home() / ".cache" / "infergate" / "venv-triton"))
+    python = Path(venv) / "bin" / "python"
+    if not python.is_file():
+        pytest.fail(f"no Triton venv at {venv}: run scripts/triton-venv.sh (scripts/e2e.sh "
+                    f"does) or set INFERGATE_TRITON_VENV")
+    return python
+
+
+def start_triton(log_dir):
+    """Triton Inference Server (nvidia-pytriton) serving `digits` from the ONNX file."""
+    log_dir = Path(log_dir)
+    started = time.monotonic()
+    proc = Process("triton", [triton_python(), REPO / "scripts" / "triton_server.py",
+                              "--port-file", log_dir / "triton.port"], log_dir)
+    m = proc.wait_for_line(r"triton listening on grpc=127\.0\.0\.1:(\d+) http=127\.0\.0\.1:(\d+)",
+                           TRITON_START_TIMEOUT)
+    seconds = time.monotonic() - started
+    print(f"\ntriton: started in {seconds:.1f}s")
+    return TritonServer(proc, int(m.group(1)), int(m.group(2)), seconds)

@@ -15,19 +15,22 @@
 //! | `huge-tensor` | input `x` u8 [1, 268435456] (256 MiB of zeros), context `ok` |
 //! | `log` | logs `misbehave: log at <level>` once per level, trace to error; then as `ok` |
 //! | `post-trap`, `post-bad-status`, `post-huge-body`, `post-internal` | as `ok`, but the context is the word |
+//! | `post-header:NAME:VALUE[,NAME:VALUE…]` | as `ok`, but the context is the word |
 //! | anything else | `bad_request("misbehave: unknown behaviour '<word>'; …")` |
 //!
 //! postprocess reads the context: `post-trap` panics (`misbehave: post-trap requested`),
 //! `post-bad-status` returns status 1000, `post-huge-body` returns 200 with a 64 MiB body of
 //! `x`, `post-internal` returns `internal("misbehave: the context asked for post-internal")`;
-//! any other context returns 200 `text/plain` `ok`.
+//! `post-header:…` returns 200 `text/plain` `ok` with each `NAME: VALUE` added as a header (in
+//! order, repeats kept); any other context returns 200 `text/plain` `ok`.
 
 use std::hint::black_box;
 
 use infergate_sdk::{Outputs, PluginError, Prepared, Request, Response, Tensor, log};
 
 const BEHAVIOURS: &str = "ok, bad-request, unprocessable, internal, trap, loop, grow, \
-    huge-tensor, log, post-trap, post-bad-status, post-huge-body, post-internal";
+    huge-tensor, log, post-trap, post-bad-status, post-huge-body, post-internal, \
+    post-header:NAME:VALUE[,NAME:VALUE…]";
 
 fn preprocess(req: Request) -> Result<Prepared, PluginError> {
     let body = String::from_utf8_lossy(&req.body);
@@ -58,6 +61,7 @@ fn preprocess(req: Request) -> Result<Prepared, PluginError> {
             ok("ok")
         }
         word @ ("post-trap" | "post-bad-status" | "post-huge-body" | "post-internal") => ok(word),
+        word if word.starts_with("post-header:") => ok(word),
         other => Err(PluginError::bad_request(format!(
             "misbehave: unknown behaviour '{other}'; send one of: {BEHAVIOURS}"
         ))),
@@ -72,7 +76,17 @@ fn postprocess(_outputs: Outputs, context: Vec<u8>) -> Result<Response, PluginEr
         b"post-internal" => Err(PluginError::internal(
             "misbehave: the context asked for post-internal",
         )),
-        _ => Ok(Response::text("ok")),
+        context => match context.strip_prefix(b"post-header:") {
+            Some(pairs) => {
+                let mut response = Response::text("ok");
+                for pair in String::from_utf8_lossy(pairs).split(',') {
+                    let (name, value) = pair.split_once(':').unwrap_or((pair, ""));
+                    response = response.header(name, value);
+                }
+                Ok(response)
+            }
+            None => Ok(Response::text("ok")),
+        },
     }
 }
 

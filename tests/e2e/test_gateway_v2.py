@@ -1,0 +1,96 @@
+"""The Open Inference Protocol (KServe v2) on infergate, with NVIDIA's official client.
+
+`tritonclient.http` (JSON and the binary tensor extension) and `tritonclient.grpc` call the
+gateway's `/v2` endpoints and its `inference.GRPCInferenceService` exactly as they call
+Triton. The `digits` route runs model `digits` on the TensorFlow server; the answers equal
+TensorFlow's own, run in this process.
+"""
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from support import PNG_IMAGES, load_image
+
+TOLERANCE = 1e-6
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.concatenate([load_image(p) for p in PNG_IMAGES[:4]])
+
+
+@pytest.fixture(scope="module")
+def http(gateway):
+    client = httpclient.InferenceServerClient(gateway.url.removeprefix("http://"))
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def grpc(gateway):
+    client = grpcclient.InferenceServerClient(gateway.url.removeprefix("http://"))
+    yield client
+    client.close()
+
+
+def test_health_and_metadata(http, grpc):
+    assert http.is_server_live() and http.is_server_ready()
+    assert grpc.is_server_live() and grpc.is_server_ready()
+    assert http.is_model_ready("digits") and grpc.is_model_ready("digits")
+    assert not http.is_model_ready("digits", "9")
+    meta = http.get_model_metadata("digits")
+    assert meta["name"] == "digits"
+    assert meta["versions"] == ["1", "2"]
+    assert meta["inputs"] == [{"name": "image", "datatype": "FP32", "shape": [-1, 28, 28, 1]}]
+    outputs = {o["name"]: o for o in meta["outputs"]}
+    assert outputs["probabilities"]["datatype"] == "FP32"
+    assert outputs["label"]["datatype"] == "INT64"
+    gmeta = grpc.get_model_metadata("digits", as_json=True)
+    assert gmeta["inputs"][0]["datatype"] == "FP32"
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+@pytest.mark.parametrize("version", ["", "1"])
+def test_http_infer_equals_tensorflow(http, reference, images, binary, version):
+    inp = httpclient.InferInput("image", list(images.shape), "FP32")
+    inp.set_data_from_numpy(images, binary_data=binary)
+    outputs = [httpclient.InferRequestedOutput("probabilities", binary_data=binary),
+               httpclient.InferRequestedOutput("label", binary_data=binary)]
+    result = http.infer("digits", [inp], model_version=version, outputs=outputs)
+    ref = reference.run(images, version=int(version) if version else None)
+    np.testing.assert_allclose(result.as_numpy("probabilities"), ref["probabilities"],
+                               atol=TOLERANCE)
+    assert result.as_numpy("label").tolist() == ref["label"].tolist()
+
+
+def test_grpc_infer_equals_tensorflow(grpc, reference, images):
+    inp = grpcclient.InferInput("image", list(images.shape), "FP32")
+    inp.set_data_from_numpy(images)
+    result = grpc.infer("digits", [inp])
+    ref = reference.run(images)
+    np.testing.assert_allclose(result.as_numpy("probabilities"), ref["probabilities"],
+                               atol=TOLERANCE)
+    assert result.as_numpy("label").tolist() == ref["label"].tolist()
+
+
+def test_errors_say_what_to_fix(http, grpc, images):
+    for client, module in ((http, httpclient), (grpc, grpcclient)):
+        inp = module.InferInput("image", list(images.shape), "FP32")
+        inp.set_data_from_numpy(images)
+        with pytest.raises(InferenceServerException) as info:
+            client.infer("ghost", [inp])
+        assert "ghost" in info.value.message()
+        wrong = module.InferInput("image", [1, 28, 28], "FP32")
+        wrong.set_data_from_numpy(np.zeros((1, 28, 28), np.float32))
+        with pytest.raises(InferenceServerException) as info:
+            client.infer("digits", [wrong])
+        assert "shape" in info.value.message()
+        ints = module.InferInput("image", [1, 28, 28, 1], "INT32")
+        ints.set_data_from_numpy(np.zeros((1, 28, 28, 1), np.int32))
+        with pytest.raises(InferenceServerException) as info:
+            client.infer("digits", [ints])
+        assert "f32" in info.value.message()
+    assert http.is_server_live()
