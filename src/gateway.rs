@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::auth::Auth;
 use crate::backend::{self, BackendError, EndpointMetrics, Provider};
 use crate::config::{ConfigError, GatewayConfig};
 use crate::loader::{RouteError, RouteLoader};
@@ -14,6 +15,8 @@ use crate::metrics::Metrics;
 use crate::plugin::{Host, HostError};
 use crate::reload::{ReloadReport, Reloader};
 use crate::routes::{RouteStore, RouteTable};
+use crate::server::ConnMetrics;
+use crate::tls::{Acceptor, TlsError};
 
 pub struct Gateway {
     config: Arc<GatewayConfig>,
@@ -28,6 +31,12 @@ pub struct Gateway {
     draining: AtomicBool,
     /// The configured backends, whose background work (health checks) starts with serving.
     backends: Vec<Arc<dyn Provider>>,
+    /// `[server.tls]`: the public listener's acceptor, reloaded when its files change.
+    tls: Option<Arc<Acceptor>>,
+    /// `[auth]`: the API keys the public listener requires.
+    auth: Option<Arc<Auth>>,
+    /// Both listeners' connection series.
+    conn_metrics: ConnMetrics,
 }
 
 /// Why the gateway can't start. Route errors are collected so one run reports them all.
@@ -42,6 +51,8 @@ pub enum StartError {
          server.admin_token in gateway.toml or INFERGATE_ADMIN_TOKEN"
     )]
     AdminUnprotected(SocketAddr),
+    #[error("server.tls: {0}")]
+    Tls(#[from] TlsError),
     #[error("backend `{0}`: {1}")]
     Backend(String, BackendError),
     #[error("{} model folder(s) failed to load:\n{}", .0.len(), .0.iter().map(|(n, e)| format!("  {n}: {e}")).collect::<Vec<_>>().join("\n"))]
@@ -75,6 +86,20 @@ impl Gateway {
             })
             .collect::<Result<BTreeMap<_, _>, _>>()?;
         let metrics = Metrics::register(&mut registry);
+        let conn_metrics = ConnMetrics::register(&mut registry);
+        let tls = config
+            .server
+            .tls
+            .as_ref()
+            .map(|tls| Acceptor::load(tls, &mut registry))
+            .transpose()?
+            .map(Arc::new);
+        let auth = config
+            .auth
+            .as_ref()
+            .map(|a| Auth::load(a, &mut registry))
+            .transpose()?
+            .map(Arc::new);
         let config = Arc::new(config);
         let loader = Arc::new(RouteLoader::new(
             config.clone(),
@@ -108,6 +133,9 @@ impl Gateway {
             admin_token,
             draining: AtomicBool::new(false),
             backends: backends.into_values().collect(),
+            tls,
+            auth,
+            conn_metrics,
         })
     }
 
@@ -125,6 +153,20 @@ impl Gateway {
 
     pub fn reloader(&self) -> &Arc<Reloader> {
         &self.reloader
+    }
+
+    /// The public listener's TLS acceptor, with `[server.tls]`.
+    pub fn tls(&self) -> Option<&Arc<Acceptor>> {
+        self.tls.as_ref()
+    }
+
+    /// The API keys, with `[auth]`.
+    pub fn auth(&self) -> Option<&Arc<Auth>> {
+        self.auth.as_ref()
+    }
+
+    pub fn conn_metrics(&self) -> &ConnMetrics {
+        &self.conn_metrics
     }
 
     pub fn admin_token(&self) -> Option<&str> {

@@ -104,3 +104,51 @@ fn check_prints_plain_paths_and_no_colour() {
         "no ANSI escapes in a pipe: {text:?}"
     );
 }
+
+/// `infergate check` with the deploy's config warms its compile cache: check compiles the
+/// plugin and writes the artifact; the gateway started afterwards from the same config loads
+/// it from the cache (compiling nothing) and leaves it as it was.
+#[test]
+fn check_warms_the_compile_cache_for_serve() {
+    let toml = format!(
+        "backend = \"tfs\"\nplugin = \"{}\"\n",
+        fixture("echo").display()
+    );
+    let (dir, path) = gateway()
+        .backend("tfs", "http://127.0.0.1:1")
+        .model("echo", &toml)
+        .write();
+    let artifacts = || {
+        let mut found: Vec<_> = std::fs::read_dir(dir.path().join("cache"))
+            .map(|entries| entries.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        found.sort();
+        found
+    };
+    assert!(artifacts().is_empty(), "{:?}", artifacts());
+    let (ok, text) = check(&path);
+    assert!(ok, "{text}");
+    assert!(text.contains("compiled in"), "check compiled: {text}");
+    let written = artifacts();
+    assert_eq!(written.len(), 1, "{written:?}");
+    let modified = || std::fs::metadata(&written[0]).unwrap().modified().unwrap();
+    let before = modified();
+
+    let log = dir.path().join("serve.log");
+    let served = serve_process(
+        &path,
+        &[],
+        std::process::Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    sigterm(&served.child);
+    let mut child = served.child;
+    child.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("loaded from the compile cache"),
+        "a cache hit: {text}"
+    );
+    assert!(!text.contains("compiled in"), "nothing compiled: {text}");
+    assert_eq!(artifacts(), written);
+    assert_eq!(modified(), before, "the artifact was reused, not rewritten");
+}

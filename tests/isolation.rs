@@ -33,12 +33,14 @@ async fn two_models() -> (FakeServer, TestGateway) {
     let backend = FakeBackend::new([identity()]).start().await.unwrap();
     let plugin = fixture("misbehave");
     // Both models get one core and explicit slots, so the test means the same on any machine.
+    // The bad model's deadline leaves a memory bomb time to reach its cap (a 500) even on a
+    // machine busy with other work, where 100 ms was too little.
     let good = format!(
         "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"{}\"\n[limits]\nmax_concurrent_calls = 4\nmax_running_calls = 1\n",
         plugin.display()
     );
     let bad = format!(
-        "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"{}\"\n[limits]\ntimeout_ms = 100\nmax_concurrent_calls = {BAD_SLOTS}\nmax_running_calls = 1\n",
+        "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"{}\"\n[limits]\ntimeout_ms = 400\nmax_concurrent_calls = {BAD_SLOTS}\nmax_running_calls = 1\n",
         plugin.display()
     );
     let gw = gateway()

@@ -34,13 +34,27 @@ pub fn component(
         // for an engine with the same compatibility hash (it is in the file name), in a
         // directory the operator keeps private to the gateway.
         match unsafe { Component::deserialize_file(engine, &path) } {
-            Ok(component) => return Ok(component),
+            Ok(component) => {
+                tracing::info!(
+                    "plugin {digest} loaded from the compile cache ({})",
+                    path.display()
+                );
+                return Ok(component);
+            }
             Err(e) => tracing::warn!("ignoring unusable cached plugin {}: {e}", path.display()),
         }
     }
+    let started = std::time::Instant::now();
     let compiled = engine.precompile_component(bytes)?;
-    if let Err(e) = store(dir, &path, &compiled) {
-        tracing::warn!("cannot cache a compiled plugin in {}: {e}", dir.display());
+    // One line per compile, so a slow start or reload says why (`infergate check` with the
+    // deploy's `plugins.cache_dir` compiles ahead, and the gateway then loads from the cache).
+    match store(dir, &path, &compiled) {
+        Ok(()) => tracing::info!(
+            "plugin {digest} compiled in {} ms; cached at {}",
+            started.elapsed().as_millis(),
+            path.display()
+        ),
+        Err(e) => tracing::warn!("cannot cache a compiled plugin in {}: {e}", dir.display()),
     }
     // SAFETY: `compiled` was produced just now by this engine.
     unsafe { Component::deserialize(engine, &compiled) }

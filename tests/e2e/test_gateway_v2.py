@@ -94,3 +94,64 @@ def test_errors_say_what_to_fix(http, grpc, images):
             client.infer("digits", [ints])
         assert "f32" in info.value.message()
     assert http.is_server_live()
+
+
+def test_hostile_grpc_model_infer(gateway, images):
+    """Bytes that are no ModelInferRequest, raw contents shorter than the shape, a 1 ms
+    deadline and a 300 MiB message: each is its status, and the gateway keeps answering."""
+    import grpc as grpclib
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    target = gateway.url.removeprefix("http://")
+    channel = grpclib.insecure_channel(target, options=[("grpc.max_send_message_length", -1)])
+    stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+    raw = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+    with pytest.raises(grpclib.RpcError) as info:
+        raw(b"\x0a\x64\x01\x02", timeout=30)  # field 1 claims 100 bytes that never come
+    assert info.value.code() == grpclib.StatusCode.INVALID_ARGUMENT, info.value.details()
+
+    def infer_request(shape, content):
+        req = service_pb2.ModelInferRequest(model_name="digits")
+        req.inputs.add(name="image", datatype="FP32", shape=shape)
+        req.raw_input_contents.append(content)
+        return req
+
+    with pytest.raises(grpclib.RpcError) as info:
+        stub.ModelInfer(infer_request([1, 28, 28, 1], bytes(100)), timeout=30)
+    assert info.value.code() == grpclib.StatusCode.INVALID_ARGUMENT
+    assert "3136 bytes" in info.value.details(), info.value.details()
+    good = infer_request(list(images.shape), images.astype("<f4").tobytes())
+    with pytest.raises(grpclib.RpcError) as info:
+        stub.ModelInfer(good, timeout=0.001)
+    assert info.value.code() == grpclib.StatusCode.DEADLINE_EXCEEDED
+    with pytest.raises(grpclib.RpcError) as info:
+        stub.ModelInfer(infer_request([1, 300 << 18], bytes(300 << 20)), timeout=60)
+    assert info.value.code() == grpclib.StatusCode.RESOURCE_EXHAUSTED, info.value.details()
+    assert "server.max_body_bytes" in info.value.details()
+    reply = stub.ModelInfer(good, timeout=30)
+    assert [o.name for o in reply.outputs]
+    channel.close()
+
+
+def test_hostile_rest_infer(gateway, images):
+    """The binary extension's header longer than the body, and raw bytes that don't fill the
+    shape, are 400s that say so; a 300 MiB body is 413; the gateway keeps answering."""
+    head = ('{"inputs":[{"name":"image","shape":[1,28,28,1],"datatype":"FP32",'
+            '"parameters":{"binary_data_size":3136}}]}').encode()
+    url = "/v2/models/digits/infer"
+    reply = gateway.post(url, data=head, headers={
+        "Content-Type": "application/octet-stream",
+        "Inference-Header-Content-Length": str(len(head) + 10)})
+    assert reply.status_code == 400, reply.text
+    assert "Inference-Header-Content-Length" in reply.json()["error"], reply.text
+    reply = gateway.post(url, data=head + bytes(100), headers={
+        "Content-Type": "application/octet-stream",
+        "Inference-Header-Content-Length": str(len(head))})
+    assert reply.status_code == 400, reply.text
+    reply = gateway.post(url, data=bytes(300 << 20),
+                         headers={"Content-Type": "application/json"})
+    assert reply.status_code == 413, reply.text
+    assert "server.max_body_bytes" in reply.json()["error"], reply.text
+    body = {"inputs": [{"name": "image", "shape": list(images.shape), "datatype": "FP32",
+                        "data": images.flatten().tolist()}]}
+    assert gateway.post(url, json=body).status_code == 200
