@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
+use crate::auth::{bearer_token, constant_time_eq};
 use crate::gateway::Gateway;
 use crate::ingress::Body;
 use crate::views;
@@ -112,23 +113,4 @@ fn authorized<B>(gateway: &Gateway, request: &Request<B>) -> bool {
         .and_then(bearer_token)
         .unwrap_or("");
     constant_time_eq(given.as_bytes(), token.as_bytes())
-}
-
-/// The credentials of an `Authorization: Bearer <token>` value. The scheme is
-/// case-insensitive (RFC 9110 §11.1): `bearer`, `BEARER` and `Bearer` all name it.
-fn bearer_token(value: &str) -> Option<&str> {
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim_start_matches(' '))
-}
-
-/// Compares without stopping at the first difference, so response time says nothing about
-/// how much of a guess was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for (i, x) in a.iter().enumerate() {
-        diff |= usize::from(x ^ b.get(i).copied().unwrap_or(!x));
-    }
-    diff == 0
 }

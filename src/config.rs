@@ -2,14 +2,16 @@
 //! `model.toml` per folder under the plugin directory. Everything is read and validated before
 //! a port is bound; an unknown key is an error that names the file, the key and the line.
 
+mod auth;
 mod gateway;
 mod model;
 
 use std::path::{Path, PathBuf};
 
+pub use auth::{AuthConfig, KeyConfig, KeysFile};
 pub use gateway::{
     BackendConfig, GatewayConfig, KserveV2Config, OnnxConfig, PluginsConfig, ServerConfig,
-    TfServingConfig, WatchMode,
+    TfServingConfig, TlsConfig, WatchMode,
 };
 pub use model::{BatchingConfig, LimitsConfig, ModelConfig};
 

@@ -5,6 +5,7 @@
 use bytes::Bytes;
 use http::StatusCode;
 
+use crate::auth::AuthError;
 use crate::backend::{BackendError, code_name};
 use crate::batch::BatchError;
 use crate::plugin::{CallError, Rejection};
@@ -25,6 +26,17 @@ pub enum Error {
     MethodNotAllowed { method: String, path: String },
     #[error("request body is larger than the {limit}-byte limit (server.max_body_bytes)")]
     BodyTooLarge { limit: usize },
+    /// The body did not arrive whole in time: a `Content-Length` longer than what was sent,
+    /// or a body trickled in.
+    #[error(
+        "the request body did not arrive within {timeout_ms} ms (server.body_timeout_ms): \
+         is Content-Length longer than the body sent?"
+    )]
+    BodyTimeout { timeout_ms: u64 },
+    /// `[auth]` refused the request: no key, an unknown key, a model it may not call, or
+    /// over its rate.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     /// The request itself is wrong: its URL, headers or body.
     #[error("{0}")]
     BadRequest(String),
@@ -52,6 +64,14 @@ impl Error {
             }
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Error::Auth(e) => match e {
+                AuthError::Missing | AuthError::Invalid => StatusCode::UNAUTHORIZED,
+                AuthError::Forbidden { .. } | AuthError::GrpcNeedsAllModels { .. } => {
+                    StatusCode::FORBIDDEN
+                }
+                AuthError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            },
             Error::BadRequest(_) | Error::Rest(_) => StatusCode::BAD_REQUEST,
             Error::Plugin(e) => match e {
                 CallError::Rejected(Rejection::BadRequest(_)) => StatusCode::BAD_REQUEST,
@@ -82,6 +102,25 @@ impl Error {
             Error::Backend(e) => backend_status(e.code),
             Error::BadBackendResponse(_) => StatusCode::BAD_GATEWAY,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Headers the status needs: `WWW-Authenticate` with a 401, `Retry-After` with a 429
+    /// from a key's rate, `Connection: close` with a 408 (the rest of the body may still come).
+    pub fn headers(&self) -> Vec<(http::HeaderName, http::HeaderValue)> {
+        use http::{HeaderValue, header};
+        match self {
+            Error::Auth(AuthError::Missing | AuthError::Invalid) => vec![(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"infergate\""),
+            )],
+            Error::Auth(AuthError::RateLimited { retry_after_s, .. }) => {
+                vec![(header::RETRY_AFTER, HeaderValue::from(*retry_after_s))]
+            }
+            Error::BodyTimeout { .. } => {
+                vec![(header::CONNECTION, HeaderValue::from_static("close"))]
+            }
+            _ => Vec::new(),
         }
     }
 

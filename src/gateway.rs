@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::auth::Auth;
 use crate::backend::{self, BackendError};
 use crate::config::{ConfigError, GatewayConfig};
 use crate::loader::{RouteError, RouteLoader};
@@ -14,6 +15,8 @@ use crate::metrics::Metrics;
 use crate::plugin::{Host, HostError};
 use crate::reload::{ReloadReport, Reloader};
 use crate::routes::{RouteStore, RouteTable};
+use crate::server::ConnMetrics;
+use crate::tls::{Acceptor, TlsError};
 
 pub struct Gateway {
     config: Arc<GatewayConfig>,
@@ -26,6 +29,12 @@ pub struct Gateway {
     admin_token: Option<String>,
     /// Set when shutdown begins: `/readyz` turns 503 while in-flight requests finish.
     draining: AtomicBool,
+    /// `[server.tls]`: the public listener's acceptor, reloaded when its files change.
+    tls: Option<Arc<Acceptor>>,
+    /// `[auth]`: the API keys the public listener requires.
+    auth: Option<Arc<Auth>>,
+    /// Both listeners' connection series.
+    conn_metrics: ConnMetrics,
 }
 
 /// Why the gateway can't start. Route errors are collected so one run reports them all.
@@ -40,6 +49,8 @@ pub enum StartError {
          server.admin_token in gateway.toml or INFERGATE_ADMIN_TOKEN"
     )]
     AdminUnprotected(SocketAddr),
+    #[error("server.tls: {0}")]
+    Tls(#[from] TlsError),
     #[error("backend `{0}`: {1}")]
     Backend(String, BackendError),
     #[error("{} model folder(s) failed to load:\n{}", .0.len(), .0.iter().map(|(n, e)| format!("  {n}: {e}")).collect::<Vec<_>>().join("\n"))]
@@ -72,6 +83,20 @@ impl Gateway {
             .collect::<Result<BTreeMap<_, _>, _>>()?;
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Metrics::register(&mut registry);
+        let conn_metrics = ConnMetrics::register(&mut registry);
+        let tls = config
+            .server
+            .tls
+            .as_ref()
+            .map(|tls| Acceptor::load(tls, &mut registry))
+            .transpose()?
+            .map(Arc::new);
+        let auth = config
+            .auth
+            .as_ref()
+            .map(|a| Auth::load(a, &mut registry))
+            .transpose()?
+            .map(Arc::new);
         let config = Arc::new(config);
         let loader = Arc::new(RouteLoader::new(config.clone(), backends, host, metrics));
         // At start every folder must load: a gateway that silently serves half its models is
@@ -99,6 +124,9 @@ impl Gateway {
             registry,
             admin_token,
             draining: AtomicBool::new(false),
+            tls,
+            auth,
+            conn_metrics,
         })
     }
 
@@ -116,6 +144,20 @@ impl Gateway {
 
     pub fn reloader(&self) -> &Arc<Reloader> {
         &self.reloader
+    }
+
+    /// The public listener's TLS acceptor, with `[server.tls]`.
+    pub fn tls(&self) -> Option<&Arc<Acceptor>> {
+        self.tls.as_ref()
+    }
+
+    /// The API keys, with `[auth]`.
+    pub fn auth(&self) -> Option<&Arc<Auth>> {
+        self.auth.as_ref()
+    }
+
+    pub fn conn_metrics(&self) -> &ConnMetrics {
+        &self.conn_metrics
     }
 
     pub fn admin_token(&self) -> Option<&str> {

@@ -51,6 +51,7 @@ pub async fn handle(
         method = %request.method(),
         path = %request.uri().path(),
         model = Empty,
+        key = Empty,
         pre_us = Empty,
         queue_us = Empty,
         backend_us = Empty,
@@ -58,9 +59,20 @@ pub async fn handle(
         post_us = Empty,
     );
     let result = if crate::protocol::grpc::is_grpc(&request) {
-        Ok(crate::protocol::grpc::handle(gateway.clone(), request)
-            .instrument(span.clone())
-            .await)
+        match gateway
+            .auth()
+            .map(|auth| auth.check_grpc(request.headers()))
+        {
+            Some(Err(e)) => Ok(crate::auth::grpc_status(&e).into_http()),
+            key => {
+                if let Some(Ok(key)) = key {
+                    span.record("key", key.as_str());
+                }
+                Ok(crate::protocol::grpc::handle(gateway.clone(), request)
+                    .instrument(span.clone())
+                    .await)
+            }
+        }
     } else {
         route(&gateway, request, &request_id)
             .instrument(span.clone())
@@ -70,7 +82,9 @@ pub async fn handle(
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(parent: &span, status = error.status().as_u16(), "{error}");
-            json_response(error.status(), error.body())
+            let mut response = json_response(error.status(), error.body());
+            response.headers_mut().extend(error.headers());
+            response
         }
     };
     // Debug, not info: a synchronous log line per request is a real cost at 10k req/s, so
@@ -104,6 +118,7 @@ async fn route(
         },
         PathError::Invalid(message) => Error::BadRequest(message),
     })?;
+    authorize(gateway, &request, &endpoint)?;
     let table = gateway.routes().snapshot();
     match endpoint {
         Endpoint::Healthz => Ok(json_response(
@@ -196,6 +211,35 @@ async fn predict_call(
     })
 }
 
+/// With `[auth]`, every endpoint but the probes and the API description needs a key, and a
+/// model's endpoints a key that may call that model; the key id goes into the request span.
+fn authorize(
+    gateway: &Gateway,
+    request: &Request<Incoming>,
+    endpoint: &Endpoint,
+) -> Result<(), Error> {
+    let Some(auth) = gateway.auth() else {
+        return Ok(());
+    };
+    let model = match endpoint {
+        Endpoint::Healthz
+        | Endpoint::Readyz
+        | Endpoint::OpenApi
+        | Endpoint::V2Live
+        | Endpoint::V2Ready => return Ok(()),
+        Endpoint::ListModels | Endpoint::Metrics | Endpoint::V2Server => None,
+        Endpoint::Predict { model, .. }
+        | Endpoint::Status { model, .. }
+        | Endpoint::Metadata { model, .. }
+        | Endpoint::V2Metadata { model, .. }
+        | Endpoint::V2ModelReady { model, .. }
+        | Endpoint::V2Infer { model, .. } => Some(model.as_str()),
+    };
+    let key = auth.check(request.headers(), model)?;
+    tracing::Span::current().record("key", key.as_str());
+    Ok(())
+}
+
 /// The request's head and its whole body, refused with 413 past `server.max_body_bytes`:
 /// at once when `content-length` says so, else as soon as that many bytes have arrived.
 async fn read_body(
@@ -211,7 +255,14 @@ async fn read_body(
     if declared.is_some_and(|n| n > limit) {
         return Err(Error::BodyTooLarge { limit });
     }
-    match Limited::new(body, limit).collect().await {
+    // A deadline for the whole body: a Content-Length longer than what is sent, or a body
+    // trickled in, must not hold the request (and its connection) forever.
+    let timeout = gateway.config().server.body_timeout();
+    let read = tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await;
+    let read = read.map_err(|_| Error::BodyTimeout {
+        timeout_ms: timeout.as_millis() as u64,
+    })?;
+    match read {
         Ok(collected) => Ok((parts, collected.to_bytes())),
         Err(e) if e.is::<LengthLimitError>() => Err(Error::BodyTooLarge { limit }),
         Err(e) => Err(Error::BadRequest(format!(

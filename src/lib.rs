@@ -11,7 +11,10 @@
 //!
 //! - [`config`] — `gateway.toml` and `plugins/<model>/model.toml` as plain data, validated.
 //! - [`gateway`] — the running gateway's shared state, built from config before ports open.
-//! - [`server`] — the accept loop with graceful drain, shared by both listeners.
+//! - [`server`] — the accept loop, shared by both listeners: connection cap and timeouts,
+//!   lingering close, HTTP/2 stream limit, graceful drain (503 for what outlives it).
+//! - [`tls`] — PEM certificates and keys for rustls; the public listener's reloading acceptor.
+//! - [`auth`] — API keys (`[auth]`): SHA-256 digests, allowed models, token-bucket rates.
 //! - [`ingress`] — the public HTTP API: parses a request (URL grammar, body limit), answers.
 //! - [`admin`] — the operator listener.
 //! - [`views`] — JSON views of the route table, for both listeners.
@@ -39,6 +42,7 @@
 //!   `test-util` feature, never in the release binary.
 
 pub mod admin;
+pub mod auth;
 pub mod backend;
 pub mod batch;
 pub mod config;
@@ -61,6 +65,7 @@ pub mod samples;
 pub mod scaffold;
 pub mod server;
 pub mod tensor;
+pub mod tls;
 pub mod views;
 
 use std::future::Future;
@@ -79,7 +84,14 @@ pub async fn run(
     admin: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) {
-    let drain = gateway.config().server.drain_timeout();
+    let config = &gateway.config().server;
+    let drain = config.drain_timeout();
+    let public_limits = server::Limits::public(
+        config,
+        gateway.tls().cloned(),
+        gateway.conn_metrics().clone(),
+    );
+    let admin_limits = server::Limits::admin(config, gateway.conn_metrics().clone());
     let draining = gateway.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -90,15 +102,33 @@ pub async fn run(
         public,
         move |req| ingress::handle(public_gateway.clone(), req),
         stopped(stop_rx.clone()),
-        drain,
+        public_limits,
     );
-    // The watcher task is owned here and stops with the listeners.
+    // The watcher tasks are owned here and stop with the listeners.
     let watcher = reload::watch(gateway.reloader().clone(), stopped(stop_rx.clone()));
+    let tls_watcher = {
+        let stop = stopped(stop_rx.clone());
+        let tls = gateway.tls().cloned();
+        async move {
+            if let Some(tls) = tls {
+                tls::watch(tls, stop).await;
+            }
+        }
+    };
+    let keys_watcher = {
+        let stop = stopped(stop_rx.clone());
+        let keys = gateway.auth().cloned();
+        async move {
+            if let Some(keys) = keys {
+                auth::watch(keys, stop).await;
+            }
+        }
+    };
     let admin = server::serve(
         admin,
         move |req| admin::handle(gateway.clone(), req),
         stopped(stop_rx),
-        drain,
+        admin_limits,
     );
     let signal = async move {
         shutdown.await;
@@ -109,5 +139,5 @@ pub async fn run(
         draining.start_draining();
         let _ = stop_tx.send(true);
     };
-    tokio::join!(public, admin, watcher, signal);
+    tokio::join!(public, admin, watcher, tls_watcher, keys_watcher, signal);
 }

@@ -221,30 +221,42 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
     let public = infergate::server::bind(listen).with_context(|| format!("binding {listen}"))?;
     let admin = infergate::server::bind(admin_listen)
         .with_context(|| format!("binding admin {admin_listen}"))?;
+    // The handlers are installed before the lines below announce the gateway: a supervisor
+    // (or a test) that sends SIGTERM as soon as it has been answered must get a drain, not
+    // the default disposition that kills the process.
+    let shutdown = shutdown_signal();
     // Scripts wait for these exact lines; with port 0 they carry the chosen port.
     println!("infergate listening on http://{}", public.local_addr()?);
     println!("infergate admin on http://{}", admin.local_addr()?);
     let routes = gateway.routes().snapshot().routes.len();
     tracing::info!(routes, "serving");
-    infergate::run(Arc::new(gateway), public, admin, shutdown_signal()).await;
+    infergate::run(Arc::new(gateway), public, admin, shutdown).await;
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGTERM or SIGINT. The handlers are registered when this is called, not when the future is
+/// first polled (`tokio::signal::ctrl_c` alone would register lazily).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
-            return ctrl_c.await.unwrap_or(());
-        };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {},
+                        _ = int.recv() => {},
+                    }
+                }
+                _ => tokio::signal::ctrl_c().await.unwrap_or(()),
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -190,3 +190,26 @@ async fn default_logs_are_plain_and_quiet() {
         "dependency chatter at the default level: {text}"
     );
 }
+
+/// SIGTERM or SIGINT sent the moment the gateway announces its port (a supervisor that
+/// stops it at once) drains and exits 0: the handlers are in place before the line is
+/// printed, so the default disposition never kills it. Three rounds of each signal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signal_right_after_listening_exits_cleanly() {
+    let fake = FakeBackend::new([doubler()]);
+    let backend = fake.clone().start().await.unwrap();
+    let (_dir, config) = gateway().backend("tfs", &backend.url()).write();
+    for signal in ["-TERM", "-INT", "-TERM", "-INT", "-TERM", "-INT"] {
+        let mut served = serve_process(&config, &[], std::process::Stdio::null());
+        let status = std::process::Command::new("kill")
+            .args([signal, &served.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let status = tokio::task::spawn_blocking(move || served.child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(status.success(), "{signal}: exit status {status:?}");
+    }
+}

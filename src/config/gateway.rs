@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, read_toml};
+use super::{AuthConfig, ConfigError, read_toml};
 
 /// The whole `gateway.toml`.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -20,6 +20,8 @@ pub struct GatewayConfig {
     /// `[plugins]`
     #[serde(default)]
     pub plugins: PluginsConfig,
+    /// `[auth]` — API keys on the public listener; absent, the public API is open.
+    pub auth: Option<AuthConfig>,
     /// `[backends.<name>]` — models name one of these with `backend = "<name>"`.
     #[serde(default)]
     pub backends: BTreeMap<String, BackendConfig>,
@@ -47,6 +49,72 @@ pub struct ServerConfig {
     /// `admin_listen` is not a loopback address: the gateway refuses to start without one.
     #[serde(default)]
     pub admin_token: Option<Secret>,
+    /// `header_timeout_ms = 10000` — how long a client may take to send a request's headers
+    /// once the connection waits for them (on HTTP/1.1 that includes the idle time between
+    /// keep-alive requests); past it the connection is closed. nginx allows 60 s; a header
+    /// block is small, and a shorter bound frees a slow-loris socket six times sooner.
+    #[serde(default = "default_header_timeout_ms")]
+    pub header_timeout_ms: u64,
+    /// `body_timeout_ms = 60000` — how long reading a whole request body may take (a
+    /// deadline, not a gap between reads, so a body trickled a byte a second can't extend
+    /// it); past it, 408 and the connection is closed. nginx's `client_body_timeout` value.
+    #[serde(default = "default_body_timeout_ms")]
+    pub body_timeout_ms: u64,
+    /// `idle_timeout_ms = 60000` — a connection with no request in flight for this long is
+    /// closed (HTTP/2 gets a GOAWAY), including one that never sends a byte.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// `max_connections = 4096` — open connections on the public listener. At the cap a new
+    /// connection closes the one idle the longest; with none idle it is refused. Default:
+    /// the file-descriptor limit (`RLIMIT_NOFILE`) less room for backends, plugin files and
+    /// the admin listener (a quarter of it, at least 256).
+    pub max_connections: Option<usize>,
+    /// `max_concurrent_streams = 200` — HTTP/2 streams one connection may have open; a
+    /// client opening more gets the extra ones refused (`REFUSED_STREAM`, safe to retry)
+    /// while those within the limit are answered.
+    #[serde(default = "default_max_concurrent_streams")]
+    pub max_concurrent_streams: u32,
+    /// `[server.tls]` — serve the public listener over TLS (HTTP/2 by ALPN).
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[server.tls]`
+/// ```toml
+/// [server.tls]
+/// cert = "tls/tls.crt"          # PEM: the certificate chain, leaf first
+/// key = "tls/tls.key"           # PEM: its private key (PKCS#8, PKCS#1 or SEC1)
+/// client_ca = "tls/ca.crt"      # optional: require client certificates signed by these (mTLS)
+/// reload_interval_ms = 5000     # how often the files are checked for a rotation
+/// ```
+/// Relative paths are relative to gateway.toml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+    #[serde(default = "default_reload_interval_ms")]
+    pub reload_interval_ms: u64,
+}
+
+pub(super) fn default_reload_interval_ms() -> u64 {
+    5000
+}
+
+fn default_header_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_body_timeout_ms() -> u64 {
+    60_000
+}
+
+fn default_idle_timeout_ms() -> u64 {
+    60_000
+}
+
+fn default_max_concurrent_streams() -> u32 {
+    200
 }
 
 /// A string kept out of `Debug` output (and so out of logs).
@@ -63,6 +131,24 @@ impl std::fmt::Debug for Secret {
 impl ServerConfig {
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.drain_timeout_ms)
+    }
+
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms)
+    }
+
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    /// `max_connections`, or what the descriptor limit leaves for connections.
+    pub fn effective_max_connections(&self) -> usize {
+        self.max_connections
+            .unwrap_or_else(|| crate::server::fd_budget().connections)
     }
 
     /// The admin token from config, else from `INFERGATE_ADMIN_TOKEN`; empty means none.
@@ -83,6 +169,12 @@ impl Default for ServerConfig {
             max_body_bytes: default_max_body_bytes(),
             drain_timeout_ms: default_drain_timeout_ms(),
             admin_token: None,
+            header_timeout_ms: default_header_timeout_ms(),
+            body_timeout_ms: default_body_timeout_ms(),
+            idle_timeout_ms: default_idle_timeout_ms(),
+            max_connections: None,
+            max_concurrent_streams: default_max_concurrent_streams(),
+            tls: None,
         }
     }
 }
@@ -265,6 +357,60 @@ fn default_backend_timeout_ms() -> u64 {
     10_000
 }
 
+impl GatewayConfig {
+    /// The `[server]` values serde can't check: timeouts above zero, a connection cap the
+    /// descriptor limit can hold.
+    fn validate_server(&self, path: &Path) -> Result<(), ConfigError> {
+        let server = &self.server;
+        for (key, value) in [
+            ("header_timeout_ms", server.header_timeout_ms),
+            ("body_timeout_ms", server.body_timeout_ms),
+            ("idle_timeout_ms", server.idle_timeout_ms),
+            (
+                "max_concurrent_streams",
+                u64::from(server.max_concurrent_streams),
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(
+                    path,
+                    format!("server.{key} must be greater than 0"),
+                ));
+            }
+        }
+        if let Some(max) = server.max_connections {
+            let budget = crate::server::fd_budget();
+            if max == 0 {
+                return Err(ConfigError::invalid(
+                    path,
+                    "server.max_connections must be at least 1",
+                ));
+            }
+            if max > budget.connections {
+                return Err(ConfigError::invalid(
+                    path,
+                    format!(
+                        "server.max_connections = {max} does not fit the file-descriptor \
+                         limit: RLIMIT_NOFILE is {}, which leaves {} for connections after {} \
+                         for backends, plugin files and the admin listener; raise the limit \
+                         (`ulimit -n`, LimitNOFILE=) or lower server.max_connections",
+                        budget.limit, budget.connections, budget.reserved
+                    ),
+                ));
+            }
+        }
+        if let Some(tls) = &server.tls
+            && tls.reload_interval_ms == 0
+        {
+            return Err(ConfigError::invalid(
+                path,
+                "server.tls.reload_interval_ms must be greater than 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl PluginsConfig {
     /// The compiled-plugin cache directory in effect, if any.
     pub fn effective_cache_dir(&self) -> Option<PathBuf> {
@@ -300,6 +446,23 @@ impl GatewayConfig {
         {
             *cache = base.join(&*cache);
         }
+        if let Some(tls) = config.server.tls.as_mut() {
+            for file in [
+                Some(&mut tls.cert),
+                Some(&mut tls.key),
+                tls.client_ca.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if file.is_relative() {
+                    *file = base.join(&*file);
+                }
+            }
+        }
+        if let Some(auth) = config.auth.as_mut() {
+            auth.resolve(base);
+        }
         config.validate(path)?;
         Ok(config)
     }
@@ -311,6 +474,10 @@ impl GatewayConfig {
                 path,
                 "server.max_body_bytes must be greater than 0",
             ));
+        }
+        self.validate_server(path)?;
+        if let Some(auth) = &self.auth {
+            auth.validate(path)?;
         }
         if self.plugins.max_instances == 0 {
             return Err(ConfigError::invalid(

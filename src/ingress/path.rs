@@ -105,6 +105,11 @@ pub fn parse(method: &http::Method, path: &str) -> Result<Endpoint, PathError> {
     Err(PathError::NotFound)
 }
 
+/// The longest model name, version or label a path may carry, in bytes before decoding.
+/// Names come from folder names and TF Serving labels, far shorter; a longer segment is a
+/// client's mistake or an attack on whatever keys on it (logs, metric labels, caches).
+pub const MAX_SEGMENT_BYTES: usize = 256;
+
 /// The Open Inference Protocol's paths, after `/v2`.
 fn parse_v2(method: &http::Method, rest: &str) -> Result<Endpoint, PathError> {
     use http::Method;
@@ -151,8 +156,19 @@ fn decode_segment(s: &str) -> Result<String, PathError> {
     if s.is_empty() {
         return Err(PathError::NotFound);
     }
+    check_segment_length(s.len())?;
     percent_decode(s)
         .ok_or_else(|| PathError::Invalid(format!("`{s}` is not valid percent-encoding")))
+}
+
+fn check_segment_length(len: usize) -> Result<(), PathError> {
+    if len > MAX_SEGMENT_BYTES {
+        return Err(PathError::Invalid(format!(
+            "a path segment is {len} bytes long; model names, versions and labels may be at \
+             most {MAX_SEGMENT_BYTES}"
+        )));
+    }
+    Ok(())
 }
 
 /// A `[^/:]+` segment, percent-decoded.
@@ -161,6 +177,7 @@ fn split_name(s: &str) -> Result<(String, &str), PathError> {
     if end == 0 {
         return Err(PathError::NotFound);
     }
+    check_segment_length(end)?;
     let name = percent_decode(&s[..end]).ok_or_else(|| {
         PathError::Invalid(format!("`{}` is not valid percent-encoding", &s[..end]))
     })?;
@@ -255,6 +272,36 @@ mod tests {
             })
         );
         assert_eq!(parse(&Method::GET, "/healthz"), Ok(Endpoint::Healthz));
+    }
+
+    /// A model name, version or label of up to MAX_SEGMENT_BYTES parses; one byte more is a
+    /// 400 (not a lookup), whichever segment it is in.
+    #[test]
+    fn segment_length_both_ways() {
+        let ok = "a".repeat(MAX_SEGMENT_BYTES);
+        let long = "a".repeat(MAX_SEGMENT_BYTES + 1);
+        assert_eq!(
+            parse(
+                &Method::POST,
+                &format!("/v1/models/{ok}/labels/{ok}:predict")
+            ),
+            predict(&ok, VersionChoice::Label(ok.clone()))
+        );
+        for path in [
+            format!("/v1/models/{long}:predict"),
+            format!("/v1/models/m/labels/{long}:predict"),
+            format!(
+                "/v1/models/m/versions/{}:predict",
+                "1".repeat(MAX_SEGMENT_BYTES + 1)
+            ),
+            format!("/v1/models/m/labels/{}:predict", "x".repeat(10 * 1024)),
+        ] {
+            assert!(
+                matches!(parse(&Method::POST, &path), Err(PathError::Invalid(m)) if m.contains("at most 256")),
+                "{}",
+                &path[..40]
+            );
+        }
     }
 
     /// Wrong methods, bad versions and unknown paths are told apart.

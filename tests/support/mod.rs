@@ -67,6 +67,7 @@ pub struct GatewayBuilder {
     max_body_bytes: Option<usize>,
     plugins: String,
     server: String,
+    extra: String,
 }
 
 pub fn gateway() -> GatewayBuilder {
@@ -121,6 +122,12 @@ impl GatewayBuilder {
         self
     }
 
+    /// Tables appended to gateway.toml after everything else (`[auth]`, …).
+    pub fn extra_config(mut self, text: &str) -> Self {
+        self.extra = text.to_string();
+        self
+    }
+
     pub fn max_body_bytes(mut self, n: usize) -> Self {
         self.max_body_bytes = Some(n);
         self
@@ -156,6 +163,7 @@ impl GatewayBuilder {
         for name in &self.onnx_backends {
             text += &format!("[backends.{name}]\nkind = \"onnx\"\nthreads = 2\n");
         }
+        text += &self.extra;
         std::fs::create_dir_all(dir.path().join("plugins")).expect("plugins dir");
         for (name, toml) in &self.models {
             let model_dir = dir.path().join("plugins").join(name);
@@ -253,6 +261,16 @@ impl TestGateway {
         send(
             Method::GET,
             &format!("{}{path}", self.admin_url),
+            Bytes::new(),
+            headers,
+        )
+        .await
+    }
+
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        send(
+            Method::GET,
+            &format!("{}{path}", self.url),
             Bytes::new(),
             headers,
         )
