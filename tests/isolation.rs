@@ -329,6 +329,9 @@ async fn a_full_model_waits_then_refuses_with_503() {
     // then loops its own; an `ok` arriving behind them waits its deadline, gets nothing.
     let first = post("loop");
     eventually(5, "the first loop in the slot", share_load((0, 1))).await;
+    // The second arrives well into the first's deadline, so its wait (as long as that
+    // deadline) outlasts the first's run and teardown even on a busy machine.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let second = post("loop");
     eventually(5, "the second loop waiting", share_load((1, 1))).await;
     let admin = gw.admin_get("/admin/plugins", &[]).await.json();
