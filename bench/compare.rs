@@ -1,32 +1,37 @@
-//! infergate against the architecture it replaces and against the limit, in one run, on one
-//! fake TF Serving (loopback gRPC, a fixed cost per call plus a cost per row):
+//! infergate against the architecture it replaces, against the servers users would pick
+//! instead, and against the limit, in one run, on one fake TF Serving (its own process,
+//! loopback gRPC, a fixed cost per call plus a cost per row):
 //!
 //! 1. `infergate` — the gateway binary with the example digits plugins (PNG decode + resize +
 //!    normalize pre, top-k post), batching on;
 //! 2. `tornado xN` — `bench/tornado_app.py`: the same pre/post in Python (Pillow + numpy),
-//!    grpc.aio with the official tensorflow-serving-api stubs, N pre-forked processes;
+//!    grpc.aio, N pre-forked processes;
 //! 3. `direct gRPC` — this process sending the prepared tensor straight to the backend: no
 //!    HTTP, no plugins, the limit;
 //! 4. `infergate rest` — the gateway as a pass-through: no plugins, REST JSON in and out;
 //! 5. `infergate gRPC` — the same pass-through gateway called with setup 3's gRPC Predict
 //!    (TF Serving's API on the gateway's port), so 5 / 3 is the gateway's cost on gRPC;
 //! 6. `infergate v2` — the same gateway over the Open Inference Protocol's REST infer, with
-//!    JSON `data` and with the binary tensor extension.
+//!    JSON `data` and with the binary tensor extension;
+//! 7. `mosec` — `bench/mosec_app.py`: mosec's Rust front, Python pre/inference/post workers,
+//!    dynamic batching in front of the gRPC call;
+//! 8. `triton` — `bench/triton_app.py`: Triton Inference Server (PyPI's nvidia-pytriton) with
+//!    a Python model behind Triton's dynamic batcher.
 //!
-//! Plus sanity rows of setup 1 on real TensorFlow (`scripts/tf_server.py`, `--real-tf`).
-//! Each server is a child process; each row is a fixed window at one concurrency, after a
-//! warm-up. Columns: throughput, p50/p99 (HDR histograms), CPU time per request of the
-//! server's processes (all of them for Tornado), of the fake backend and of this load
-//! generator, and the server's peak RSS (VmHWM, reset before each row, summed over its
-//! processes). The targets in BENCHMARKS.md are computed from the same run.
+//! Plus sanity rows of setup 1 on the embedded ONNX backend and on real TensorFlow
+//! (`scripts/tf_server.py`, `--real-tf`). Each server is a child process; each row is a fixed
+//! window at one concurrency after a warm-up, the HTTP rows driven by `wrk` (a separate
+//! process: the load costs what a lean C client costs, and its CPU is its own). Columns:
+//! throughput, p50/p99, CPU time per request of the server's processes (the whole process
+//! tree for the Python servers), of the fake backend and of the load generator, the server's
+//! peak RSS (VmHWM, reset before each row, summed over its processes), and how much of the
+//! machine other processes took meanwhile. The ratios and issue 16's targets in
+//! BENCHMARKS.md are computed from the same run.
 //!
 //! ```sh
 //! bench/run                 # builds everything, runs this and bench/micro.rs
 //! cargo bench --bench compare -- --smoke
 //! ```
-//!
-//! All processes share this machine's cores, load generator included: the client CPU column
-//! says what the load itself cost.
 
 #[path = "compare/backend.rs"]
 mod backend;
@@ -34,10 +39,16 @@ mod backend;
 mod load;
 #[path = "compare/procs.rs"]
 mod procs;
+#[path = "compare/profile.rs"]
+mod profile;
 #[path = "compare/report.rs"]
 mod report;
+#[path = "compare/servers.rs"]
+mod servers;
 #[path = "compare/setups.rs"]
 mod setups;
+#[path = "compare/wrk.rs"]
+mod wrk;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -46,10 +57,11 @@ use clap::Parser;
 
 #[derive(Parser, Debug)]
 #[command(
-    about = "infergate vs Tornado + grpc.aio vs a direct gRPC client, on one fake TF Serving"
+    about = "infergate vs Tornado, mosec, Triton and a direct gRPC client, on one fake TF Serving"
 )]
 pub struct Args {
-    /// A ~30 s smoke run: 1 s rows, c = 1 and 64, one Tornado variant, no real TensorFlow.
+    /// A short smoke run: 1 s rows, c = 1 and 64, one Tornado variant, no ONNX or real
+    /// TensorFlow rows, no repeated c = 1 runs.
     #[arg(long)]
     smoke: bool,
     /// Measured seconds per row (default 4; 1 with --smoke).
@@ -70,18 +82,40 @@ pub struct Args {
     /// Also run setup 1 against real TensorFlow (scripts/tf_server.py).
     #[arg(long)]
     real_tf: bool,
-    /// Only these setups (1-6), e.g. `--only 1,3`.
+    /// Only these setups (1-8), e.g. `--only 1,3`.
     #[arg(long, value_delimiter = ',')]
     only: Vec<u8>,
+    /// Pairs of c = 1 rows (direct gRPC, then infergate) for target 3, which asks for 5 of 5
+    /// (default 5; 0 with --smoke).
+    #[arg(long)]
+    c1_runs: Option<usize>,
+    /// The HTTP load generator: `wrk` (a separate process) or `hyper` (this process's HDR
+    /// harness, as before wrk).
+    #[arg(long, default_value = "wrk")]
+    load: LoadGen,
+    /// The wrk binary.
+    #[arg(long, default_value = "wrk")]
+    wrk: PathBuf,
     /// The gateway binary (default: `infergate` beside this bench's build directory).
     #[arg(long)]
     infergate: Option<PathBuf>,
-    /// Python with tensorflow-serving-api, grpcio, Pillow and numpy (scripts/venv.sh).
+    /// Python for the peers (setups 2, 7, 8): the bench venv of bench/requirements.txt
+    /// (bench/run makes it).
     #[arg(long)]
     python: Option<PathBuf>,
-    /// Extra PYTHONPATH for Tornado (bench/run installs it there).
+    /// PYTHONPATH for the peers: the TF Serving stubs bench/run compiles from proto/.
     #[arg(long)]
     pythonpath: Option<PathBuf>,
+    /// Python with TensorFlow for the real-TF rows (scripts/venv.sh).
+    #[arg(long)]
+    tf_python: Option<PathBuf>,
+    /// Profile the gateway instead of comparing: setups 1 and 4 at the last `--concurrency`
+    /// (64), recorded into `--profile-out` (bench/profile renders the reports).
+    #[arg(long)]
+    profile: Option<profile::Profiler>,
+    /// Where `--profile` writes.
+    #[arg(long, default_value = "target/profile")]
+    profile_out: PathBuf,
     /// Internal: serve the fake backend (the bench starts itself with it).
     #[arg(long, hide = true)]
     serve_fake: bool,
@@ -90,12 +124,21 @@ pub struct Args {
     bench: bool,
 }
 
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum LoadGen {
+    Wrk,
+    Hyper,
+}
+
 /// How each row is run.
 pub struct Plan {
     pub concurrencies: Vec<usize>,
     pub warmup: Duration,
     pub measure: Duration,
     pub tornado_procs: Vec<usize>,
+    pub c1_runs: usize,
+    /// The wrk binary, when wrk drives the HTTP rows.
+    pub wrk: Option<PathBuf>,
 }
 
 impl Args {
@@ -107,13 +150,19 @@ impl Args {
         };
         Plan {
             concurrencies: pick(&self.concurrency, &[1, 16, 64], &[1, 64]),
-            warmup: Duration::from_secs_f64(if self.smoke { 0.3 } else { 1.0 }),
+            // wrk runs whole seconds.
+            warmup: Duration::from_secs(1),
             measure: Duration::from_secs_f64(self.secs.unwrap_or(if self.smoke {
                 1.0
             } else {
                 4.0
             })),
             tornado_procs: pick(&self.tornado_procs, &[1, 2], &[2]),
+            c1_runs: self.c1_runs.unwrap_or(if self.smoke { 0 } else { 5 }),
+            wrk: match self.load {
+                LoadGen::Wrk => Some(self.wrk.clone()),
+                LoadGen::Hyper => None,
+            },
         }
     }
 
@@ -133,5 +182,8 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(setups::run_all(args))
+    match args.profile {
+        Some(profiler) => runtime.block_on(profile::run(&args, profiler, &args.profile_out)),
+        None => runtime.block_on(setups::run_all(args)),
+    }
 }

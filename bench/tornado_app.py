@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The architecture infergate replaces, for bench/compare.rs (setup 2): a Tornado app with
-async handlers that does the digits plugin's work in Python and calls TF Serving through
-grpc.aio with the official tensorflow-serving-api stubs.
+async handlers that does the digits plugin's work in Python (digits_work.py) and calls TF
+Serving through grpc.aio.
 
   POST /v1/models/<model>:predict[?k=N]   body: a PNG or JPEG of a digit
   -> {"model": ..., "predictions": [{"label": "7", "score": 0.91}, ...]}
@@ -13,9 +13,7 @@ listening socket is bound once and N worker processes are pre-forked to share it
 fork_processes), each with its own event loop and channel, created after the fork as gRPC
 requires.
 
-Pre and post match plugins/digits: decode, grayscale, bilinear resize to 28x28 when not
-already that size, pixel / 255 as f32 [1, 28, 28, 1]; top-k of `probabilities`, highest
-first, ties to the lower label.
+Pre and post match plugins/digits (see digits_work.py).
 
 Usage: python bench/tornado_app.py --backend 127.0.0.1:8500 [--port 0] [--procs 2]
 Prints "tornado listening on HOST:PORT" once the socket is bound.
@@ -23,59 +21,17 @@ Prints "tornado listening on HOST:PORT" once the socket is bound.
 
 import argparse
 import asyncio
-import io
 import json
-import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import grpc
+import numpy as np
+import tornado.httpserver
+import tornado.netutil
+import tornado.process
+import tornado.web
+from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-import grpc  # noqa: E402
-import numpy as np  # noqa: E402
-import tornado.httpserver  # noqa: E402
-import tornado.netutil  # noqa: E402
-import tornado.process  # noqa: E402
-import tornado.web  # noqa: E402
-from PIL import Image  # noqa: E402
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2  # noqa: E402
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
-
-LABELS = [str(i) for i in range(10)]
-SIZE = 28
-DEFAULT_K = 3
-
-
-def preprocess(body):
-    """Image bytes -> f32 [1, 28, 28, 1] in [0, 1]."""
-    img = Image.open(io.BytesIO(body))
-    img = img.convert("L")
-    if img.size != (SIZE, SIZE):
-        img = img.resize((SIZE, SIZE), Image.BILINEAR)
-    pixels = np.asarray(img, dtype=np.float32) / np.float32(255.0)
-    return pixels.reshape(1, SIZE, SIZE, 1)
-
-
-def to_tensor_proto(array):
-    dims = [tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in array.shape]
-    return tensor_pb2.TensorProto(
-        dtype=types_pb2.DT_FLOAT,
-        tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=dims),
-        tensor_content=array.tobytes(),
-    )
-
-
-def from_tensor_proto(proto):
-    """f32 TensorProto (tensor_content or float_val, as TF Serving sends) -> ndarray."""
-    shape = [d.size for d in proto.tensor_shape.dim]
-    if proto.tensor_content:
-        values = np.frombuffer(proto.tensor_content, dtype=np.float32)
-    else:
-        values = np.asarray(proto.float_val, dtype=np.float32)
-    return values.reshape(shape)
-
-
-def top_k(row, k):
-    order = np.argsort(-row, kind="stable")[:k]
-    return [{"label": LABELS[i], "score": float(row[i])} for i in order]
+from digits_work import DEFAULT_K, LABELS, predict_request, preprocess, probabilities, top_k
 
 
 class PredictHandler(tornado.web.RequestHandler):
@@ -99,16 +55,15 @@ class PredictHandler(tornado.web.RequestHandler):
             image = preprocess(self.request.body)
         except Exception as e:  # Pillow raises several types for a bad image
             return self.fail(400, f"could not decode the image: {e}")
-        request = predict_pb2.PredictRequest()
-        request.model_spec.name = model
-        request.model_spec.signature_name = "serving_default"
-        request.inputs["image"].CopyFrom(to_tensor_proto(image))
+        request = predict_request(model, image[np.newaxis])
         try:
             response = await self.stub.Predict(request, timeout=self.timeout)
         except grpc.aio.AioRpcError as e:
             return self.fail(502, f"backend: {e.code().name}: {e.details()}")
-        probabilities = from_tensor_proto(response.outputs["probabilities"])
-        rows = [top_k(row, k) for row in probabilities]
+        rows = [
+            [{"label": label, "score": score} for label, score in top_k(row, k)]
+            for row in probabilities(response)
+        ]
         predictions = rows[0] if len(rows) == 1 else rows
         self.set_header("content-type", "application/json")
         self.finish(json.dumps({"model": model, "predictions": predictions}))

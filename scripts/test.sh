@@ -12,6 +12,17 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
+step "system tools"
+# tests/tls.rs drives a real TLS client (curl); a minimal Debian image may lack it.
+if ! command -v curl >/dev/null; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && apt-get install -y -qq curl
+    else
+        echo "curl is needed (tests/tls.rs): install it and run again" >&2
+        exit 1
+    fi
+fi
+
 step "python venv"
 INFERGATE_VENV=$(scripts/venv.sh | tail -n 1)
 export INFERGATE_VENV

@@ -36,11 +36,7 @@ pub async fn handle(
     let (status, body) = match (request.method().as_str(), path) {
         ("GET", "/healthz") => (StatusCode::OK, serde_json::json!({ "status": "ok" })),
         // Probes often point at the admin port: it answers readiness as the public one does.
-        ("GET", "/readyz") if gateway.draining() => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            serde_json::json!({ "status": "draining" }),
-        ),
-        ("GET", "/readyz") => (StatusCode::OK, serde_json::json!({ "status": "ready" })),
+        ("GET", "/readyz") => gateway.readiness(),
         ("GET", "/metrics") => return Ok(crate::ingress::metrics_response(&gateway)),
         ("GET", "/admin/plugins") => {
             let table = gateway.routes().snapshot();

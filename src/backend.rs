@@ -4,11 +4,14 @@
 //! answers the same three questions: predict, model status, signature metadata.
 //!
 //! - [`Provider`]: a configured `[backends.<name>]`, which gives each route its [`Backend`].
+//! - [`endpoints`]: the replicas behind a gRPC backend (discovery, balancing, health,
+//!   failover), shared by every tonic-based kind.
 //! - `counted`: the wrapper every route's backend sits in, counting its failures once.
 //! - `recorded`: a backend that answers from a sample's recorded outputs (`infergate check`).
 //! - `metadata`: what backends report (versions, signatures) and its TF Serving JSON.
 
 mod counted;
+pub mod endpoints;
 pub mod kserve_v2;
 pub mod metadata;
 pub mod onnx;
@@ -22,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use counted::Counted;
+pub use endpoints::EndpointMetrics;
 pub use kserve_v2::KserveV2;
 pub use metadata::{ModelMetadata, SignatureInfo, TensorSpec, VersionStatus};
 pub use onnx::{OnnxEngine, OnnxModel};
@@ -123,6 +127,12 @@ pub trait Backend: Send + Sync {
     fn model_file(&self) -> Option<serde_json::Value> {
         None
     }
+
+    /// Whether the route's model can be served now, for `/readyz`: `Err` says why not (a
+    /// model server with no healthy endpoint for it). In-process kinds are always ready.
+    fn readiness(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// A `[backends.<name>]` of gateway.toml, shared by every route naming it: gives each route
@@ -136,13 +146,22 @@ pub trait Provider: Send + Sync {
         route: &str,
         config: &ModelConfig,
     ) -> Result<Arc<dyn Backend>, LoadError>;
+
+    /// Starts the backend's background work on the current runtime (a model server's
+    /// health checks and DNS re-resolution); called once the gateway serves. It stops when
+    /// the provider is dropped. `infergate check` never calls it, so it dials nothing.
+    fn start(&self) {}
 }
 
-/// Starts the backend `[backends.<name>]` configures (clients connect lazily: nothing is
-/// dialled here). The one place that knows every kind.
-pub fn from_config(name: &str, config: &BackendConfig) -> Result<Arc<dyn Provider>, BackendError> {
+/// Creates the backend `[backends.<name>]` configures (clients connect lazily: nothing is
+/// dialled here), its endpoint series on `metrics`. The one place that knows every kind.
+pub fn from_config(
+    name: &str,
+    config: &BackendConfig,
+    metrics: &EndpointMetrics,
+) -> Result<Arc<dyn Provider>, BackendError> {
     Ok(match config {
-        BackendConfig::Tfserving(tfs) => Arc::new(TfServing::new(name, tfs)?),
+        BackendConfig::Tfserving(tfs) => Arc::new(TfServing::new(name, tfs, metrics.clone())?),
         BackendConfig::Onnx(onnx) => Arc::new(OnnxEngine::new(name, onnx)?),
         BackendConfig::KserveV2(v2) => Arc::new(KserveV2::new(name, v2)?),
     })

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 pub use auth::{AuthConfig, KeyConfig, KeysFile};
 pub use gateway::{
-    BackendConfig, GatewayConfig, KserveV2Config, OnnxConfig, PluginsConfig, ServerConfig,
-    TfServingConfig, TlsConfig, WatchMode,
+    BackendConfig, BackendTlsConfig, EndpointSpec, GatewayConfig, HealthConfig, KserveV2Config,
+    OnnxConfig, PluginsConfig, RetryConfig, ServerConfig, TfServingConfig, TlsConfig, WatchMode,
 };
 pub use model::{BatchingConfig, LimitsConfig, ModelConfig};
 

@@ -2,7 +2,9 @@
 //! are closures. Hermetic tests and benchmarks run against it instead of real TensorFlow; it
 //! validates inputs against each model's signature the way TF Serving does, records every
 //! call, can answer in typed `*_val` fields or `tensor_content`, and can charge a cost per
-//! call and per row to stand in for an accelerator.
+//! call and per row to stand in for an accelerator. For fleet tests a running [`FakeServer`]
+//! can be killed (every connection cut, as SIGKILL would) and restarted on its address, serve
+//! TLS, and a [`Fault`] switch makes it fail the way real servers do.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -165,6 +167,23 @@ pub struct FakeBackend {
     /// Charge the cost on a blocking thread's `sleep` instead of tokio's timer (see
     /// [`FakeBackend::precise_cost`]).
     precise: bool,
+    /// What to fail with instead of answering, switched while the server runs.
+    fault: Arc<Mutex<Option<Fault>>>,
+}
+
+/// A way the fake fails instead of answering (see [`FakeBackend::set_fault`]).
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// Every RPC (Predict, metadata, status) answers this code: a server that is up but
+    /// unwell, e.g. `Unavailable` while TF Serving shuts down.
+    Status(tonic::Code, String),
+    /// Only Predict answers this code; metadata and status work (a failing model).
+    Predict(tonic::Code, String),
+    /// Predict answers this reply as it is: broken or hostile replies.
+    Reply(PredictResponse),
+    /// Every version reports LOADING and Predict says the servable isn't found, as TF
+    /// Serving does while a model loads.
+    Loading,
 }
 
 impl FakeBackend {
@@ -201,6 +220,21 @@ impl FakeBackend {
         self
     }
 
+    /// Fails every call from now on as `fault` says (`None`: answer normally again).
+    pub fn set_fault(&self, fault: Option<Fault>) {
+        *self
+            .fault
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = fault;
+    }
+
+    fn fault(&self) -> Option<Fault> {
+        self.fault
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// Calls so far, oldest first.
     pub fn calls(&self) -> Vec<FakeCall> {
         self.calls
@@ -215,12 +249,38 @@ impl FakeBackend {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) {
-        let incoming = tokio_stream_from(listener);
+        self.serve_on(listener, shutdown, None, Connections::default())
+            .await;
+    }
+
+    async fn serve_on(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        tls: Option<FakeTls>,
+        connections: Connections,
+    ) {
+        let incoming = tokio_stream_from(listener, connections);
         let prediction = prediction_service_server::PredictionServiceServer::new(self.clone())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let models = model_service_server::ModelServiceServer::new(self);
-        let result = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            let mut config = tonic::transport::ServerTlsConfig::new()
+                .identity(tonic::transport::Identity::from_pem(tls.cert, tls.key));
+            if let Some(ca) = tls.client_ca {
+                config = config.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+            }
+            builder = match builder.tls_config(config) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!("fake backend TLS: {e}");
+                    return;
+                }
+            };
+        }
+        let result = builder
             .add_service(prediction)
             .add_service(models)
             .serve_with_incoming_shutdown(incoming, shutdown)
@@ -232,13 +292,13 @@ impl FakeBackend {
 
     /// Starts on a free loopback port; the server stops when the returned guard drops.
     pub async fn start(self) -> std::io::Result<FakeServer> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(self.serve(listener, async move {
-            let _ = rx.await;
-        }));
-        Ok(FakeServer { addr, _stop: tx })
+        FakeServer::start(self, "127.0.0.1:0".parse().expect("address"), None).await
+    }
+
+    /// Starts on a free loopback port serving TLS with `tls` (a certificate for `localhost` /
+    /// `127.0.0.1`, and a CA when clients must present certificates).
+    pub async fn start_tls(self, tls: FakeTls) -> std::io::Result<FakeServer> {
+        FakeServer::start(self, "127.0.0.1:0".parse().expect("address"), Some(tls)).await
     }
 
     /// The model's work behind `Predict`: resolve, validate, record, charge the cost, compute.
@@ -374,29 +434,148 @@ impl Backend for InProcess {
     }
 }
 
+/// PEM certificate and key a [`FakeServer`] serves TLS with, and the CA whose certificates
+/// it requires from clients (mutual TLS), if any.
+#[derive(Clone)]
+pub struct FakeTls {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+    pub client_ca: Option<Vec<u8>>,
+}
+
+/// Duplicates of the accepted sockets, so [`FakeServer::kill`] can cut them: tonic runs each
+/// connection on a task of its own, out of reach of the server task.
+#[derive(Clone, Default)]
+struct Connections(Arc<Mutex<Vec<std::net::TcpStream>>>);
+
+impl Connections {
+    /// Keeps a duplicate of `stream`'s socket and gives the stream back.
+    fn track(&self, stream: tokio::net::TcpStream) -> std::io::Result<tokio::net::TcpStream> {
+        let stream = stream.into_std()?;
+        let dup = stream.try_clone()?;
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(dup);
+        tokio::net::TcpStream::from_std(stream)
+    }
+
+    /// Shuts every tracked socket both ways: each connection task reads EOF and ends, the
+    /// client sees its connection drop with calls in flight unanswered.
+    fn cut(&self) {
+        let streams = std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for stream in streams {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
 /// A running fake server; dropping it stops the server.
 pub struct FakeServer {
     pub addr: SocketAddr,
+    fake: FakeBackend,
+    tls: Option<FakeTls>,
+    running: Option<Running>,
+}
+
+struct Running {
     _stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+    connections: Connections,
 }
 
 impl FakeServer {
+    async fn start(
+        fake: FakeBackend,
+        addr: SocketAddr,
+        tls: Option<FakeTls>,
+    ) -> std::io::Result<FakeServer> {
+        let mut server = FakeServer {
+            addr,
+            fake,
+            tls,
+            running: None,
+        };
+        server.listen().await?;
+        Ok(server)
+    }
+
+    async fn listen(&mut self) -> std::io::Result<()> {
+        let listener = TcpListener::bind(self.addr).await?;
+        self.addr = listener.local_addr()?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let connections = Connections::default();
+        let task = tokio::spawn(self.fake.clone().serve_on(
+            listener,
+            async move {
+                let _ = rx.await;
+            },
+            self.tls.clone(),
+            connections.clone(),
+        ));
+        self.running = Some(Running {
+            _stop: tx,
+            task,
+            connections,
+        });
+        Ok(())
+    }
+
+    /// `http://127.0.0.1:<port>` (`https://localhost:<port>` when serving TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.tls {
+            Some(_) => format!("https://localhost:{}", self.addr.port()),
+            None => format!("http://{}", self.addr),
+        }
+    }
+
+    /// The fake's state (calls, fault switch), shared with the running server.
+    pub fn backend(&self) -> &FakeBackend {
+        &self.fake
+    }
+
+    /// Stops at once, as SIGKILL would: the port closes and every connection is cut, calls
+    /// in flight get no answer.
+    pub fn kill(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.task.abort();
+            running.connections.cut();
+        }
+    }
+
+    /// Serves again on the same address after [`FakeServer::kill`].
+    pub async fn restart(&mut self) -> std::io::Result<()> {
+        self.kill();
+        self.listen().await
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
 fn tokio_stream_from(
     listener: TcpListener,
+    connections: Connections,
 ) -> impl futures::Stream<Item = Result<tokio::net::TcpStream, std::io::Error>> + Send + 'static {
-    futures::stream::unfold(listener, |listener| async move {
-        // Nagle off, as TF Serving does: otherwise a batch's larger reply waits out the
-        // client's delayed ACK (~40 ms) and the fake, not the gateway, sets the pace.
-        let accepted = listener.accept().await.map(|(stream, _)| {
-            let _ = stream.set_nodelay(true);
-            stream
-        });
-        Some((accepted, listener))
+    futures::stream::unfold(listener, move |listener| {
+        let connections = connections.clone();
+        async move {
+            // Nagle off, as TF Serving does: otherwise a batch's larger reply waits out the
+            // client's delayed ACK (~40 ms) and the fake, not the gateway, sets the pace.
+            let accepted = listener.accept().await.and_then(|(stream, _)| {
+                let _ = stream.set_nodelay(true);
+                connections.track(stream)
+            });
+            Some((accepted, listener))
+        }
     })
 }
 
@@ -406,6 +585,18 @@ impl prediction_service_server::PredictionService for FakeBackend {
         &self,
         request: Request<PredictRequest>,
     ) -> Result<Response<PredictResponse>, Status> {
+        match self.fault() {
+            Some(Fault::Status(code, message) | Fault::Predict(code, message)) => {
+                return Err(Status::new(code, message));
+            }
+            Some(Fault::Reply(reply)) => return Ok(Response::new(reply)),
+            Some(Fault::Loading) => {
+                return Err(Status::not_found(
+                    "Servable not found for request: the model is still loading",
+                ));
+            }
+            None => {}
+        }
         let request = request.into_inner();
         let spec = request
             .model_spec
@@ -448,6 +639,9 @@ impl prediction_service_server::PredictionService for FakeBackend {
         &self,
         request: Request<GetModelMetadataRequest>,
     ) -> Result<Response<GetModelMetadataResponse>, Status> {
+        if let Some(Fault::Status(code, message)) = self.fault() {
+            return Err(Status::new(code, message));
+        }
         let request = request.into_inner();
         let (model, spec) = self.model(&request.model_spec)?;
         let version = model.resolve(&spec)?;
@@ -495,6 +689,10 @@ impl model_service_server::ModelService for FakeBackend {
         &self,
         request: Request<GetModelStatusRequest>,
     ) -> Result<Response<GetModelStatusResponse>, Status> {
+        let fault = self.fault();
+        if let Some(Fault::Status(code, message)) = fault {
+            return Err(Status::new(code, message));
+        }
         let request = request.into_inner();
         let (model, spec) = self.model(&request.model_spec)?;
         let versions = match spec.version_choice {
@@ -505,7 +703,11 @@ impl model_service_server::ModelService for FakeBackend {
             .into_iter()
             .map(|version| ModelVersionStatus {
                 version,
-                state: State::Available as i32,
+                state: if matches!(fault, Some(Fault::Loading)) {
+                    State::Loading as i32
+                } else {
+                    State::Available as i32
+                },
                 status: Some(StatusProto {
                     error_code: 0,
                     error_message: String::new(),

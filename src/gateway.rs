@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::auth::Auth;
-use crate::backend::{self, BackendError};
+use crate::backend::{self, BackendError, EndpointMetrics, Provider};
 use crate::config::{ConfigError, GatewayConfig};
 use crate::loader::{RouteError, RouteLoader};
 use crate::metrics::Metrics;
@@ -29,6 +29,8 @@ pub struct Gateway {
     admin_token: Option<String>,
     /// Set when shutdown begins: `/readyz` turns 503 while in-flight requests finish.
     draining: AtomicBool,
+    /// The configured backends, whose background work (health checks) starts with serving.
+    backends: Vec<Arc<dyn Provider>>,
     /// `[server.tls]`: the public listener's acceptor, reloaded when its files change.
     tls: Option<Arc<Acceptor>>,
     /// `[auth]`: the API keys the public listener requires.
@@ -72,16 +74,17 @@ impl Gateway {
         if admin_token.is_none() && !admin.ip().is_loopback() {
             return Err(StartError::AdminUnprotected(admin));
         }
+        let mut registry = prometheus_client::registry::Registry::default();
+        let endpoint_metrics = EndpointMetrics::register(&mut registry);
         let backends = config
             .backends
             .iter()
             .map(|(name, cfg)| {
-                backend::from_config(name, cfg)
+                backend::from_config(name, cfg, &endpoint_metrics)
                     .map(|b| (name.clone(), b))
                     .map_err(|e| StartError::Backend(name.clone(), e))
             })
             .collect::<Result<BTreeMap<_, _>, _>>()?;
-        let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Metrics::register(&mut registry);
         let conn_metrics = ConnMetrics::register(&mut registry);
         let tls = config
@@ -98,7 +101,12 @@ impl Gateway {
             .transpose()?
             .map(Arc::new);
         let config = Arc::new(config);
-        let loader = Arc::new(RouteLoader::new(config.clone(), backends, host, metrics));
+        let loader = Arc::new(RouteLoader::new(
+            config.clone(),
+            backends.clone(),
+            host,
+            metrics,
+        ));
         // At start every folder must load: a gateway that silently serves half its models is
         // worse than one that says which folder is broken. Later reloads keep going instead.
         let mut table = RouteTable::default();
@@ -124,6 +132,7 @@ impl Gateway {
             registry,
             admin_token,
             draining: AtomicBool::new(false),
+            backends: backends.into_values().collect(),
             tls,
             auth,
             conn_metrics,
@@ -171,6 +180,51 @@ impl Gateway {
 
     pub fn draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
+    }
+
+    /// Starts the backends' background work (model servers' health checks, DNS
+    /// re-resolution) on the current runtime; [`crate::run`] calls it.
+    pub fn start_backends(&self) {
+        for backend in &self.backends {
+            backend.start();
+        }
+    }
+
+    /// `GET /readyz` on either listener: 503 `draining` once shutdown began, 503 `unready`
+    /// with each model that has no healthy backend endpoint and why, else 200 `ready`.
+    pub fn readiness(&self) -> (http::StatusCode, serde_json::Value) {
+        if self.draining() {
+            return (
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({ "status": "draining" }),
+            );
+        }
+        let unready = self.unready_models();
+        if unready.is_empty() {
+            (
+                http::StatusCode::OK,
+                serde_json::json!({ "status": "ready" }),
+            )
+        } else {
+            (
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({ "status": "unready", "models": unready }),
+            )
+        }
+    }
+
+    /// The routes whose backend can't serve them now, with why (empty: all can). `/readyz`
+    /// answers 503 while any is listed.
+    pub fn unready_models(&self) -> BTreeMap<String, String> {
+        self.routes
+            .snapshot()
+            .routes
+            .iter()
+            .filter_map(|(name, route)| {
+                let why = route.backend.readiness().err()?;
+                Some((name.clone(), why))
+            })
+            .collect()
     }
 
     pub fn metrics(&self) -> &Metrics {

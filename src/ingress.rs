@@ -129,15 +129,12 @@ async fn route(
             StatusCode::OK,
             Bytes::from_static(b"{\"status\":\"ok\"}"),
         )),
-        // Not ready once draining: load balancers stop sending while in-flight work finishes.
-        Endpoint::Readyz if gateway.draining() => Ok(json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Bytes::from_static(b"{\"status\":\"draining\"}"),
-        )),
-        Endpoint::Readyz => Ok(json_response(
-            StatusCode::OK,
-            Bytes::from_static(b"{\"status\":\"ready\"}"),
-        )),
+        // Not ready once draining (load balancers stop sending while in-flight work finishes)
+        // or while a routed model has no healthy backend endpoint.
+        Endpoint::Readyz => {
+            let (status, body) = gateway.readiness();
+            Ok(json_response(status, Bytes::from(body.to_string())))
+        }
         Endpoint::Metrics => Ok(metrics_response(gateway)),
         Endpoint::OpenApi => Ok(json_response(
             StatusCode::OK,

@@ -92,6 +92,8 @@ pub async fn run(
         gateway.conn_metrics().clone(),
     );
     let admin_limits = server::Limits::admin(config, gateway.conn_metrics().clone());
+    // Health checks run while serving; they stop when the gateway (its backends) is dropped.
+    gateway.start_backends();
     let draining = gateway.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

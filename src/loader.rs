@@ -211,7 +211,8 @@ pub type PluginPair = (Option<Arc<Plugin>>, Option<Arc<Plugin>>);
 /// run in one share of the runtime, the model's (`[limits]` `max_concurrent_calls`,
 /// `max_running_calls`).
 pub fn load_plugins(config: &ModelConfig, host: &Host) -> Result<PluginPair, LoadError> {
-    let share = Share::new(config.limits.share(host.max_instances()));
+    let share =
+        Share::new(config.limits.share(host.max_instances())).with_reuse(config.reuse.max_calls);
     let load = |path: &Path, pre: bool, post: bool| {
         Plugin::load(host, path, Needs { pre, post }).map(|p| Arc::new(p.with_share(share.clone())))
     };

@@ -1,5 +1,6 @@
 //! Plugins: a model's `.wasm` components, loaded once (compiled and pre-instantiated, never on
-//! the request path) by the [`Host`], each call run in a fresh, sandboxed, bounded `Store`.
+//! the request path) by the [`Host`], each call run in a fresh, sandboxed, bounded `Store` (or,
+//! for a model with `[reuse]`, a warm one of that model's, re-armed per call).
 //!
 //! A plugin file may export `preprocess`, `postprocess` or both (the worlds of
 //! `plugin-sdk/wit/plugin.wit`); loading checks the exports the model needs.
@@ -8,8 +9,8 @@
 //! - `host`: the shared engine, linker and epoch ticker.
 //! - `sandbox`: one call's state (WASI context, memory cap, captured output, host imports).
 //! - `call`: one call, bounded and classified.
-//! - `share`: a model's share of the runtime (instance slots, cores), so no model can starve
-//!   another.
+//! - `share`: a model's share of the runtime (instance slots, cores, its warm instances when
+//!   it opts into `[reuse]`), so no model can starve another.
 //! - `convert`: the gateway's types to and from the generated WIT types, checked.
 //! - `bindings`: the generated WIT bindings; `cache`: compiled plugins on disk.
 
@@ -145,6 +146,7 @@ impl Plugin {
     /// Runs this plugin's calls in `share` (its model's: the pre and post plugins of one
     /// model hold the same share). Without it only the host's instance pool bounds them.
     pub fn with_share(mut self, share: Share) -> Plugin {
+        self.host.idlers().register(&share);
         self.share = share;
         self
     }

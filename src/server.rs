@@ -472,3 +472,45 @@ impl AcceptErrors {
         self.last_log = Some(now);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each failure sleeps the current backoff and doubles it, from 5 ms up to 1 s and no
+    /// further; an accepted connection starts it again at 5 ms (paused clock).
+    #[tokio::test(start_paused = true)]
+    async fn accept_backoff_doubles_to_its_cap_and_resets() {
+        let mut errors = AcceptErrors::new("public");
+        let e = std::io::Error::from_raw_os_error(24); // EMFILE
+        let mut slept = Vec::new();
+        for _ in 0..10 {
+            let began = Instant::now();
+            errors.failed(&e).await;
+            slept.push(began.elapsed().as_millis());
+        }
+        assert_eq!(slept, [5, 10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+        errors.succeeded();
+        let began = Instant::now();
+        errors.failed(&e).await;
+        assert_eq!(began.elapsed(), AcceptErrors::FIRST_BACKOFF);
+    }
+
+    /// The first failure is logged; the next ones within 10 s only counted; the first after
+    /// 10 s is logged with the count of those it stood for.
+    #[tokio::test(start_paused = true)]
+    async fn accept_error_logs_are_rate_limited_with_a_count() {
+        let mut errors = AcceptErrors::new("public");
+        let mut logged = Vec::new();
+        for _ in 0..311 {
+            errors.log(|suppressed, listener| logged.push((suppressed, listener)));
+        }
+        assert_eq!(logged, [(0, "public")]);
+        tokio::time::advance(AcceptErrors::LOG_EVERY - Duration::from_millis(1)).await;
+        errors.log(|suppressed, listener| logged.push((suppressed, listener)));
+        assert_eq!(logged.len(), 1, "logged again within LOG_EVERY");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        errors.log(|suppressed, listener| logged.push((suppressed, listener)));
+        assert_eq!(logged, [(0, "public"), (311, "public")]);
+    }
+}

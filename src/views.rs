@@ -118,7 +118,12 @@ pub fn plugins(table: &RouteTable, allocator: Allocator) -> Value {
                     "max_concurrent_calls": config.map(|c| c.max_concurrent_calls),
                     "max_running_calls": config.map(|c| c.max_running_calls),
                 },
-                "calls": { "in_slots": in_use, "waiting": waiting },
+                "reuse": { "max_calls": share.and_then(Share::reuse) },
+                "calls": {
+                    "in_slots": in_use,
+                    "waiting": waiting,
+                    "idle": share.map_or(0, Share::idle),
+                },
                 "last_reload_error": table.failures.get(name).map(|f| f.message.clone()),
             }),
         );

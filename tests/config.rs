@@ -76,3 +76,63 @@ fn example_gateway_config_is_valid() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway.toml");
     GatewayConfig::load(&path).unwrap();
 }
+
+/// The other side of every `[backends.<b>]` endpoint bound the invalid cases test: the edge
+/// values load, and the parsed endpoints are what was written.
+#[test]
+fn tfserving_fleet_keys_at_their_bounds_load() {
+    use infergate::config::{BackendConfig, EndpointSpec};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(
+        &path,
+        r#"
+[backends.tfs]
+kind = "tfserving"
+endpoints = ["https://10.0.0.5:8500", "dns://tfserving-headless.ml.svc.cluster.local:8500"]
+connect_timeout_ms = 1
+resolve_interval_ms = 1
+[backends.tfs.health]
+interval_ms = 1
+timeout_ms = 1
+failures_to_eject = 1
+ejection_ms = 1000
+max_ejection_ms = 1000
+[backends.tfs.retry]
+budget_ratio = 1.0
+min_per_second = 0
+[backends.tfs.tls]
+ca = "ca.pem"
+cert = "client.pem"
+key = "client.key"
+server_name = "tfserving.internal"
+
+[backends.off]
+kind = "tfserving"
+endpoints = ["http://10.0.0.5:8500"]
+[backends.off.retry]
+budget_ratio = 0
+min_per_second = 0
+"#,
+    )
+    .unwrap();
+    let config = GatewayConfig::load(&path).unwrap();
+    let BackendConfig::Tfserving(tfs) = &config.backends["tfs"] else {
+        panic!("tfs is not a tfserving backend");
+    };
+    assert_eq!(
+        tfs.endpoint_specs(),
+        [
+            EndpointSpec::Url {
+                url: "https://10.0.0.5:8500".into(),
+                authority: "10.0.0.5:8500".into(),
+            },
+            EndpointSpec::Dns {
+                host: "tfserving-headless.ml.svc.cluster.local".into(),
+                port: 8500,
+            },
+        ]
+    );
+    // TLS files are relative to gateway.toml.
+    assert_eq!(tfs.tls.as_ref().unwrap().ca, dir.path().join("ca.pem"));
+}

@@ -329,6 +329,9 @@ async fn a_full_model_waits_then_refuses_with_503() {
     // then loops its own; an `ok` arriving behind them waits its deadline, gets nothing.
     let first = post("loop");
     eventually(5, "the first loop in the slot", share_load((0, 1))).await;
+    // The second arrives well into the first's deadline, so its wait (as long as that
+    // deadline) outlasts the first's run and teardown even on a busy machine.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let second = post("loop");
     eventually(5, "the second loop waiting", share_load((1, 1))).await;
     let admin = gw.admin_get("/admin/plugins", &[]).await.json();
@@ -352,4 +355,172 @@ async fn a_full_model_waits_then_refuses_with_503() {
         let reply = reply.unwrap();
         assert_eq!(reply.status, 200, "{}", reply.text());
     }
+}
+
+/// A gateway with one model per `(name, extra model.toml lines)`, each on the `misbehave`
+/// fixture.
+async fn models(specs: &[(&str, &str)]) -> (FakeServer, TestGateway) {
+    let backend = FakeBackend::new([identity()]).start().await.unwrap();
+    let mut builder = gateway().backend("tfs", &backend.url());
+    for (name, extra) in specs {
+        let toml = format!(
+            "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"{}\"\n{extra}",
+            fixture("misbehave").display()
+        );
+        builder = builder.model(name, &toml);
+    }
+    (backend, builder.start().await.unwrap())
+}
+
+/// What the model's plugin instance remembers (`recall`), after `stash:…` calls.
+async fn recall(gw: &TestGateway, model: &str) -> String {
+    let reply = gw
+        .post(&format!("/v1/models/{model}:predict"), "recall")
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.text()
+}
+
+async fn stash(gw: &TestGateway, model: &str, word: &str) {
+    let reply = gw
+        .post(
+            &format!("/v1/models/{model}:predict"),
+            format!("stash:{word}"),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
+/// Two slots: the pre and the post instance of one request can both stay warm.
+const REUSED: &str =
+    "[limits]\nmax_concurrent_calls = 2\nmax_running_calls = 1\n[reuse]\nmax_calls = 3\n";
+
+/// Without `[reuse]` every call gets a fresh instance: a global a plugin sets is gone at the
+/// next call. With it, the model's next calls see it, up to `max_calls` calls per instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reuse_is_a_per_model_opt_in_bounded_by_max_calls() {
+    let _serial = SERIAL.lock().await;
+    let (_b, gw) = models(&[
+        (
+            "fresh",
+            "[limits]\nmax_concurrent_calls = 2\nmax_running_calls = 1\n",
+        ),
+        ("warm", REUSED),
+    ])
+    .await;
+    stash(&gw, "fresh", "a").await;
+    assert_eq!(
+        recall(&gw, "fresh").await,
+        "recalled:",
+        "reuse is off by default"
+    );
+    // The pre instance serves `stash` (1), `recall` (2), `recall` (3), then is discarded.
+    stash(&gw, "warm", "b").await;
+    assert_eq!(recall(&gw, "warm").await, "recalled:b");
+    assert_eq!(recall(&gw, "warm").await, "recalled:b");
+    assert_eq!(
+        recall(&gw, "warm").await,
+        "recalled:",
+        "a fourth call: a fresh instance"
+    );
+    let admin = gw.admin_get("/admin/plugins", &[]).await.json();
+    assert_eq!(admin["models"]["warm"]["reuse"]["max_calls"], 3, "{admin}");
+    assert_eq!(
+        admin["models"]["fresh"]["reuse"]["max_calls"],
+        json_null(),
+        "{admin}"
+    );
+    assert_eq!(admin["models"]["warm"]["calls"]["idle"], 2, "{admin}");
+}
+
+fn json_null() -> serde_json::Value {
+    serde_json::Value::Null
+}
+
+/// Nothing crosses models: two models with reuse on, on the same plugin file, each see only
+/// what their own instances kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reused_instances_never_serve_another_model() {
+    let _serial = SERIAL.lock().await;
+    let (_b, gw) = models(&[("a", REUSED), ("b", REUSED)]).await;
+    stash(&gw, "a", "secret").await;
+    assert_eq!(recall(&gw, "b").await, "recalled:");
+    assert_eq!(recall(&gw, "a").await, "recalled:secret");
+}
+
+/// A trap, a deadline or a memory-cap hit discards the instance: the next call starts fresh
+/// and is served normally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_call_never_poisons_the_next() {
+    let _serial = SERIAL.lock().await;
+    let (_b, gw) = models(&[(
+        "p",
+        "[limits]\ntimeout_ms = 300\nmemory_mb = 16\nmax_concurrent_calls = 2\nmax_running_calls = 1\n[reuse]\nmax_calls = 100\n",
+    )])
+    .await;
+    for (bad, status) in [("trap", 500), ("loop", 504), ("grow", 500)] {
+        stash(&gw, "p", "before").await;
+        assert_eq!(recall(&gw, "p").await, "recalled:before", "{bad}: reused");
+        let reply = gw.post("/v1/models/p:predict", bad).await;
+        assert_eq!(reply.status, status, "{bad}: {}", reply.text());
+        assert_eq!(
+            recall(&gw, "p").await,
+            "recalled:",
+            "after {bad}: a fresh instance"
+        );
+    }
+}
+
+/// Idle warm instances never make a call wait: with one slot, the pre instance kept after a
+/// request's preprocess gives its slot to the same request's postprocess, and every request
+/// is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_instances_give_their_slots_to_waiting_calls() {
+    let _serial = SERIAL.lock().await;
+    let (_b, gw) = models(&[(
+        "p",
+        "[limits]\ntimeout_ms = 1000\nmax_concurrent_calls = 1\nmax_running_calls = 1\n[reuse]\nmax_calls = 100\n",
+    )])
+    .await;
+    for _ in 0..5 {
+        let reply = gw.post("/v1/models/p:predict", "ok").await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+}
+
+/// Nor do they make another model wait: with a gateway pool of two instances, both held by a
+/// reusing model's idle instances, a second model's calls free them and are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_instances_give_the_pool_to_other_models() {
+    let _serial = SERIAL.lock().await;
+    let backend = FakeBackend::new([identity()]).start().await.unwrap();
+    let plugin = fixture("misbehave");
+    let model = |extra: &str| {
+        format!(
+            "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"{}\"\n[limits]\ntimeout_ms = 1000\nmax_concurrent_calls = 2\nmax_running_calls = 1\n{extra}",
+            plugin.display()
+        )
+    };
+    let gw = gateway()
+        .backend("tfs", &backend.url())
+        .plugins_config("max_instances = 2")
+        .model("warm", &model("[reuse]\nmax_calls = 100\n"))
+        .model("other", &model(""))
+        .start()
+        .await
+        .unwrap();
+    stash(&gw, "warm", "kept").await;
+    let admin = gw.admin_get("/admin/plugins", &[]).await.json();
+    assert_eq!(admin["models"]["warm"]["calls"]["idle"], 2, "{admin}");
+    for _ in 0..3 {
+        let reply = gw.post("/v1/models/other:predict", "ok").await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    let admin = gw.admin_get("/admin/plugins", &[]).await.json();
+    assert_eq!(admin["models"]["warm"]["calls"]["idle"], 0, "{admin}");
+    assert_eq!(
+        recall(&gw, "warm").await,
+        "recalled:",
+        "its instances were discarded"
+    );
 }

@@ -1,7 +1,9 @@
-//! The load generator: `c` client tasks, each looping request → response for a fixed window,
-//! latencies into HDR histograms. HTTP targets get one kept-alive HTTP/1.1 connection per
-//! task (as a pool of real callers would); the direct gRPC target shares one tonic channel
-//! (HTTP/2, multiplexed), which is how a Rust service would call TF Serving.
+//! The in-process load generator: `c` client tasks, each looping request → response for a
+//! fixed window, latencies into HDR histograms. It drives the direct gRPC target (one shared
+//! tonic channel, HTTP/2 multiplexed, which is how a Rust service would call TF Serving: no
+//! external HTTP load generator speaks gRPC) and, with `--load hyper`, the HTTP targets
+//! (one kept-alive HTTP/1.1 connection per task, as a pool of real callers would); `wrk.rs`
+//! drives the HTTP targets by default. Every setup's correctness check goes through here.
 
 use std::time::Duration;
 
@@ -23,12 +25,14 @@ const MAX_LATENCY_US: u64 = 60_000_000;
 /// What a client sends.
 #[derive(Clone)]
 pub enum Target {
-    /// POST `body` with `content_type` (and `header`, if any) to `uri`.
+    /// POST `body` with `content_type` and `headers` to `uri`; `body_file` holds the same
+    /// bytes for wrk.
     Http {
         uri: Uri,
         body: Bytes,
         content_type: &'static str,
-        header: Option<(&'static str, String)>,
+        headers: Vec<(&'static str, String)>,
+        body_file: std::path::PathBuf,
     },
     /// `Predict(request)` on a shared channel.
     Grpc {
@@ -45,8 +49,9 @@ impl Target {
                 uri,
                 body,
                 content_type,
-                header,
-            } => post(client, uri, body.clone(), content_type, header.as_ref()).await,
+                headers,
+                ..
+            } => post(client, uri, body.clone(), content_type, headers).await,
             Target::Grpc { channel, request } => {
                 let mut grpc = PredictionServiceClient::new(channel.clone())
                     .max_decoding_message_size(64 << 20);
@@ -158,11 +163,11 @@ pub async fn post(
     uri: &Uri,
     body: Bytes,
     content_type: &str,
-    extra: Option<&(&'static str, String)>,
+    headers: &[(&'static str, String)],
 ) -> Result<Bytes, String> {
     let mut request = Request::post(uri.clone()).header(header::CONTENT_TYPE, content_type);
-    if let Some((name, value)) = extra {
-        request = request.header(*name, value.as_str());
+    for (name, value) in headers {
+        request = request.header(*name, value);
     }
     let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
     let response = client.request(request).await.map_err(|e| e.to_string())?;

@@ -161,3 +161,68 @@ pub fn peak_rss(pid: u32) -> Option<u64> {
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
+
+/// The 1-, 5- and 15-minute load averages, as `uptime` prints them.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg").map_or_else(
+        |_| "unknown".into(),
+        |s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+    )
+}
+
+/// The whole machine's CPU time so far (`/proc/stat`'s `cpu` line), to tell what other
+/// processes took during a window: the benchmarked processes share the cores with whatever
+/// else runs, and a row is only as clean as that share is small.
+#[derive(Clone, Copy, Default)]
+pub struct Machine {
+    /// user + nice + system + irq + softirq, in clock ticks.
+    busy: u64,
+    /// Time the hypervisor gave to other guests while this one wanted to run.
+    steal: u64,
+    /// Every field but guest time (already counted in user).
+    total: u64,
+}
+
+impl Machine {
+    pub fn read() -> Self {
+        let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+            return Self::default();
+        };
+        let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+            return Self::default();
+        };
+        let f: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        let at = |i: usize| f.get(i).copied().unwrap_or(0);
+        // user nice system idle iowait irq softirq steal
+        Self {
+            busy: at(0) + at(1) + at(2) + at(5) + at(6),
+            steal: at(7),
+            total: (0..8).map(at).sum(),
+        }
+    }
+
+    /// The difference from `earlier` to `self`.
+    pub fn since(&self, earlier: &Machine) -> Machine {
+        Machine {
+            busy: self.busy.saturating_sub(earlier.busy),
+            steal: self.steal.saturating_sub(earlier.steal),
+            total: self.total.saturating_sub(earlier.total),
+        }
+    }
+
+    /// The share of the machine's capacity (all cores) other processes used, given what the
+    /// measured processes used (`ours`); `None` when the window was too short to tell.
+    pub fn others_share(&self, ours: Duration) -> Option<f64> {
+        let ours_ticks = ours.as_millis() as f64 / 10.0;
+        (self.total > 0).then(|| ((self.busy as f64 - ours_ticks) / self.total as f64).max(0.0))
+    }
+
+    /// The share of the machine's capacity the hypervisor gave to other guests.
+    pub fn steal_share(&self) -> Option<f64> {
+        (self.total > 0).then(|| self.steal as f64 / self.total as f64)
+    }
+}

@@ -76,4 +76,8 @@ impl Backend for Counted {
     fn model_file(&self) -> Option<serde_json::Value> {
         self.inner.model_file()
     }
+
+    fn readiness(&self) -> Result<(), String> {
+        self.inner.readiness()
+    }
 }

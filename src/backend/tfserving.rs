@@ -1,16 +1,20 @@
-//! The `tfserving` backend: TF Serving's `PredictionService` and `ModelService` over tonic.
-//! One lazily connected channel per endpoint, used round robin; large message limits (TF
-//! Serving accepts up to 2 GiB, tonic's default is 4 MiB); a deadline on every call.
+//! The `tfserving` backend: TF Serving's `PredictionService` and `ModelService` over tonic,
+//! to every replica of the backend through its [`EndpointPool`] (balancing, health checks by
+//! `GetModelStatus`, failover), with large message limits (TF Serving accepts up to 2 GiB,
+//! tonic's default is 4 MiB) and a deadline on every call.
 
 pub mod convert;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use prost::Message;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
+use super::endpoints::{
+    self, CallError, EndpointMetrics, EndpointPool, ModelGuard, Probe, ProbeOutcome, Settings,
+};
 use super::{
     Backend, BackendError, BackendFuture, LoadError, ModelMetadata, ModelTarget, Provider,
     SignatureInfo, TensorSpec, VersionChoice, VersionStatus,
@@ -30,89 +34,111 @@ pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
 
 pub struct TfServing {
     name: String,
-    channels: Vec<Channel>,
-    next: AtomicUsize,
+    pool: EndpointPool,
     timeout: Duration,
 }
 
 impl TfServing {
-    pub fn new(name: &str, config: &TfServingConfig) -> Result<Self, BackendError> {
-        let channels = config
-            .endpoints
-            .iter()
-            .map(|url| {
-                let endpoint = Endpoint::from_shared(url.clone())
-                    .map_err(|e| {
-                        BackendError::new(
-                            tonic::Code::InvalidArgument,
-                            format!("endpoint {url}: {e}"),
-                        )
-                    })?
-                    .connect_timeout(Duration::from_secs(2))
-                    .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(30));
-                // Lazy: the gateway starts (and answers 503) while the model server is down,
-                // and reconnects by itself when it comes back.
-                Ok(endpoint.connect_lazy())
-            })
-            .collect::<Result<Vec<_>, BackendError>>()?;
+    pub fn new(
+        name: &str,
+        config: &TfServingConfig,
+        metrics: EndpointMetrics,
+    ) -> Result<Self, BackendError> {
+        let invalid = |e: String| BackendError::new(tonic::Code::InvalidArgument, e);
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|t| endpoints::tls::client_config(name, t))
+            .transpose()
+            .map_err(invalid)?;
+        let settings = Settings {
+            backend: name.to_string(),
+            endpoints: config.endpoint_specs(),
+            connect_timeout: Duration::from_millis(config.connect_timeout_ms),
+            resolve_interval: Duration::from_millis(config.resolve_interval_ms),
+            health: config.health.clone(),
+            retry: config.retry.clone(),
+            tls,
+            server_name: config.tls.as_ref().and_then(|t| t.server_name.clone()),
+            resolver: endpoints::system_resolver(),
+        };
+        // Lazy channels: the gateway starts (and answers 503) while the model servers are
+        // down, and reconnects by itself when they come back.
+        let pool = EndpointPool::new(settings, Arc::new(StatusProbe), metrics).map_err(invalid)?;
         Ok(Self {
             name: name.to_string(),
-            channels,
-            next: AtomicUsize::new(0),
+            pool,
             timeout: config.timeout(),
         })
     }
 
-    fn channel(&self) -> Channel {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
-        self.channels[i].clone()
+    /// The backend's endpoint pool (its endpoints and their health).
+    pub fn pool(&self) -> &EndpointPool {
+        &self.pool
     }
 
-    fn prediction(&self) -> PredictionServiceClient<Channel> {
-        PredictionServiceClient::new(self.channel())
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
-    }
-
-    /// Runs `call` with the deadline: sent to the server as `grpc-timeout` and enforced here.
-    async fn call<T, F>(&self, deadline: Option<Duration>, call: F) -> Result<T, BackendError>
+    /// Runs one RPC through the pool within the deadline (sent to the server as
+    /// `grpc-timeout` and enforced here), mapping failures to [`BackendError`]s that say which
+    /// backend and endpoint.
+    async fn call<T, F, Fut>(
+        &self,
+        model: &str,
+        deadline: Option<Duration>,
+        attempt: F,
+    ) -> Result<T, BackendError>
     where
-        F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+        F: FnMut(Channel, Duration) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let timeout = deadline.map_or(self.timeout, |d| d.min(self.timeout));
-        let started = std::time::Instant::now();
-        let late = || {
+        let late = |endpoint: &str| {
             BackendError::new(
                 tonic::Code::DeadlineExceeded,
                 format!(
-                    "backend `{}` did not answer within {}ms",
+                    "backend `{}` did not answer within {}ms (endpoint {endpoint})",
                     self.name,
                     timeout.as_millis()
                 ),
             )
         };
-        match tokio::time::timeout(timeout, call).await {
-            Ok(Ok(response)) => Ok(response.into_inner()),
+        let mut attempt = attempt;
+        let result = self
+            .pool
+            .call(model, timeout, |channel, left, _endpoint| {
+                let call = attempt(channel, left);
+                async move { call.await.map(tonic::Response::into_inner) }
+            })
+            .await;
+        match result {
+            Ok(response) => Ok(response),
+            Err(CallError::NoEndpoint(why)) => Err(BackendError::new(
+                tonic::Code::Unavailable,
+                format!("backend `{}` is unavailable: {why}", self.name),
+            )),
+            Err(CallError::Timeout { endpoint }) => Err(late(&endpoint)),
             // A server that enforces the `grpc-timeout` we sent may beat our own timer to it
             // and answer CANCELLED; either way the deadline passed.
-            Ok(Err(status))
-                if status.code() == tonic::Code::Cancelled && started.elapsed() >= timeout =>
-            {
-                Err(late())
+            Err(CallError::Status {
+                endpoint,
+                status,
+                elapsed,
+            }) if status.code() == tonic::Code::Cancelled && elapsed >= timeout => {
+                Err(late(&endpoint))
             }
-            Ok(Err(status)) => Err(BackendError::new(
-                status.code(),
-                status_message(&self.name, &status),
+            // A call that never reached a server (refused, cut before an answer, a TLS
+            // handshake refused) is the backend being unavailable, whatever code tonic gave
+            // the transport error.
+            Err(CallError::Status {
+                endpoint, status, ..
+            }) => Err(BackendError::new(
+                if endpoints::failed_before_server(&status) {
+                    tonic::Code::Unavailable
+                } else {
+                    status.code()
+                },
+                status_message(&self.name, &endpoint, &status),
             )),
-            Err(_) => Err(late()),
         }
-    }
-
-    fn request<T>(&self, message: T, deadline: Option<Duration>) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        request.set_timeout(deadline.map_or(self.timeout, |d| d.min(self.timeout)));
-        request
     }
 
     async fn run_predict(
@@ -121,17 +147,22 @@ impl TfServing {
         inputs: &NamedTensors,
         deadline: Option<Duration>,
     ) -> Result<NamedTensors, BackendError> {
-        let message = PredictRequest {
-            model_spec: Some(model_spec(target)),
-            inputs: inputs
-                .iter()
-                .map(|(name, t)| (name.clone(), convert::to_proto(t)))
-                .collect(),
-            output_filter: Vec::new(),
-        };
-        let mut client = self.prediction();
-        let request = self.request(message, deadline);
-        let response = self.call(deadline, client.predict(request)).await?;
+        let response = self
+            .call(&target.name, deadline, |channel, left| {
+                // Encoded per attempt: a retry is rare, and holding an encoded copy for it
+                // would double every call's memory.
+                let message = PredictRequest {
+                    model_spec: Some(model_spec(target)),
+                    inputs: inputs
+                        .iter()
+                        .map(|(name, t)| (name.clone(), convert::to_proto(t)))
+                        .collect(),
+                    output_filter: Vec::new(),
+                };
+                let mut client = prediction_client(channel);
+                async move { client.predict(request(message, left)).await }
+            })
+            .await?;
         // The reply's shapes are checked against its bytes and one limit for all outputs
         // before anything is allocated (convert's module docs say why).
         let outputs = convert::outputs_from_proto(response.outputs, convert::MAX_TENSOR_BYTES)
@@ -145,14 +176,15 @@ impl TfServing {
         if target.version == VersionChoice::Latest {
             spec.version_choice = None;
         }
-        let mut client = ModelServiceClient::new(self.channel());
-        let request = self.request(
-            GetModelStatusRequest {
-                model_spec: Some(spec),
-            },
-            None,
-        );
-        let response = self.call(None, client.get_model_status(request)).await?;
+        let response = self
+            .call(&target.name, None, |channel, left| {
+                let message = GetModelStatusRequest {
+                    model_spec: Some(spec.clone()),
+                };
+                let mut client = ModelServiceClient::new(channel);
+                async move { client.get_model_status(request(message, left)).await }
+            })
+            .await?;
         Ok(response
             .model_version_status
             .into_iter()
@@ -175,13 +207,16 @@ impl TfServing {
     async fn model_metadata(&self, target: &ModelTarget) -> Result<ModelMetadata, BackendError> {
         let mut spec = model_spec(target);
         spec.signature_name.clear();
-        let message = GetModelMetadataRequest {
-            model_spec: Some(spec),
-            metadata_field: vec!["signature_def".into()],
-        };
-        let mut client = self.prediction();
-        let request = self.request(message, None);
-        let response = self.call(None, client.get_model_metadata(request)).await?;
+        let response = self
+            .call(&target.name, None, |channel, left| {
+                let message = GetModelMetadataRequest {
+                    model_spec: Some(spec.clone()),
+                    metadata_field: vec!["signature_def".into()],
+                };
+                let mut client = prediction_client(channel);
+                async move { client.get_model_metadata(request(message, left)).await }
+            })
+            .await?;
         let spec = response.model_spec.unwrap_or_default();
         let signatures = match response.metadata.get("signature_def") {
             Some(any) => {
@@ -250,15 +285,141 @@ impl Backend for TfServing {
     }
 }
 
-/// A model server is shared as it is by every route that names it.
+/// Every route naming the backend shares its pool; each route's handle registers the route's
+/// model with it, so health checks ask about the model and `/readyz` covers it.
 impl Provider for TfServing {
     fn for_route(
         self: Arc<Self>,
-        _route: &str,
-        _config: &ModelConfig,
+        route: &str,
+        config: &ModelConfig,
     ) -> Result<Arc<dyn Backend>, LoadError> {
-        Ok(self)
+        let model = config.model.clone().unwrap_or_else(|| route.to_string());
+        let registration = self.pool.register(&model);
+        Ok(Arc::new(RouteBackend {
+            backend: self,
+            model,
+            _registration: registration,
+        }))
     }
+
+    fn start(&self) {
+        self.pool.start();
+    }
+}
+
+/// A route's handle on the shared [`TfServing`]: the backend, and the route's model
+/// registered with its pool for as long as the route lives.
+struct RouteBackend {
+    backend: Arc<TfServing>,
+    model: String,
+    _registration: ModelGuard,
+}
+
+impl Backend for RouteBackend {
+    fn predict<'a>(
+        &'a self,
+        target: &'a ModelTarget,
+        inputs: &'a NamedTensors,
+        deadline: Option<Duration>,
+    ) -> BackendFuture<'a, NamedTensors> {
+        self.backend.predict(target, inputs, deadline)
+    }
+
+    fn status<'a>(&'a self, target: &'a ModelTarget) -> BackendFuture<'a, Vec<VersionStatus>> {
+        self.backend.status(target)
+    }
+
+    fn metadata<'a>(&'a self, target: &'a ModelTarget) -> BackendFuture<'a, ModelMetadata> {
+        self.backend.metadata(target)
+    }
+
+    fn timeout(&self) -> Duration {
+        self.backend.timeout
+    }
+
+    fn readiness(&self) -> Result<(), String> {
+        self.backend
+            .pool
+            .readiness(&self.model)
+            .map_err(|why| format!("backend `{}`: {why}", self.backend.name))
+    }
+}
+
+/// TF Serving's health check: `GetModelStatus` for the model; it serves the model when a
+/// version is AVAILABLE. A server without `ModelService` (`UNIMPLEMENTED`) is taken at its
+/// word that it answers; any other answer without one AVAILABLE says the model isn't there.
+struct StatusProbe;
+
+impl Probe for StatusProbe {
+    fn check(
+        &self,
+        channel: Channel,
+        _endpoint: &str,
+        model: Option<String>,
+        timeout: Duration,
+    ) -> BoxFuture<'static, ProbeOutcome> {
+        Box::pin(async move {
+            let message = GetModelStatusRequest {
+                model_spec: Some(ModelSpec {
+                    name: model.clone().unwrap_or_default(),
+                    ..Default::default()
+                }),
+            };
+            let mut client = ModelServiceClient::new(channel);
+            let answer = client.get_model_status(request(message, timeout)).await;
+            match (answer, model) {
+                (Ok(_), None) => ProbeOutcome::Ready,
+                (Ok(response), Some(_)) => {
+                    let versions = response.into_inner().model_version_status;
+                    if versions.iter().any(|v| v.state == State::Available as i32) {
+                        ProbeOutcome::Ready
+                    } else {
+                        let states: Vec<String> = versions
+                            .iter()
+                            .map(|v| {
+                                let state =
+                                    State::try_from(v.state).map_or("UNKNOWN", |s| s.as_str_name());
+                                format!("version {} {state}", v.version)
+                            })
+                            .collect();
+                        ProbeOutcome::NotReady(format!(
+                            "no version AVAILABLE: {}",
+                            if states.is_empty() {
+                                "none loaded".to_string()
+                            } else {
+                                states.join(", ")
+                            }
+                        ))
+                    }
+                }
+                (Err(status), _) if endpoints::counts_against_endpoint(&status) => {
+                    ProbeOutcome::Unreachable(endpoints::describe_status(&status))
+                }
+                (Err(_), None) => ProbeOutcome::Ready,
+                (Err(status), Some(_)) if status.code() == tonic::Code::Unimplemented => {
+                    ProbeOutcome::Ready
+                }
+                (Err(status), Some(_)) => ProbeOutcome::NotReady(format!(
+                    "{}: {}",
+                    super::code_name(status.code()),
+                    status.message()
+                )),
+            }
+        })
+    }
+}
+
+fn prediction_client(channel: Channel) -> PredictionServiceClient<Channel> {
+    PredictionServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// A request carrying its deadline as `grpc-timeout`.
+fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(timeout);
+    request
 }
 
 fn model_spec(target: &ModelTarget) -> ModelSpec {
@@ -292,12 +453,15 @@ fn tensor_spec(info: TensorInfo) -> TensorSpec {
     }
 }
 
-/// The server's message, or for transport failures a sentence that says which backend.
-fn status_message(backend: &str, status: &tonic::Status) -> String {
-    match status.code() {
-        tonic::Code::Unavailable => {
-            format!("backend `{backend}` is unavailable: {}", status.message())
-        }
-        _ => status.message().to_string(),
+/// The server's message, or for transport failures a sentence that says which backend and
+/// endpoint, and the root cause.
+fn status_message(backend: &str, endpoint: &str, status: &tonic::Status) -> String {
+    if endpoints::counts_against_endpoint(status) {
+        format!(
+            "backend `{backend}` is unavailable (endpoint {endpoint}): {}",
+            endpoints::describe_status(status)
+        )
+    } else {
+        status.message().to_string()
     }
 }

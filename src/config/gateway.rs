@@ -302,17 +302,200 @@ impl OnnxConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TfServingConfig {
-    /// `endpoints = ["http://127.0.0.1:8500"]` — gRPC endpoints, used round robin.
+    /// `endpoints = ["http://10.0.0.5:8500", "dns://tfserving-headless.ml.svc.cluster.local:8500"]`
+    /// — the model server's replicas. `http://host:port` (`https://` with `[tls]`) is one
+    /// endpoint; `dns://name:port` is every address the name resolves to (a Kubernetes
+    /// headless Service), re-resolved every `resolve_interval_ms`. Calls go to the less busy
+    /// of two healthy endpoints picked at random.
     pub endpoints: Vec<String>,
-    /// `timeout_ms = 10000` — deadline of one backend call (sent as the gRPC deadline too).
+    /// `timeout_ms = 10000` — deadline of one backend call (sent as the gRPC deadline too); a
+    /// retry on another endpoint happens within it.
     #[serde(default = "default_backend_timeout_ms")]
     pub timeout_ms: u64,
+    /// `connect_timeout_ms = 2000` — how long connecting to one endpoint may take before the
+    /// call fails over (a replica that drops packets rather than refusing).
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// `resolve_interval_ms = 5000` — how often `dns://` names are resolved again: addresses
+    /// that appear join, those that vanish drain (no new calls; calls in flight finish).
+    #[serde(default = "default_resolve_interval_ms")]
+    pub resolve_interval_ms: u64,
+    /// `[backends.<name>.health]` — active checks and ejection.
+    #[serde(default)]
+    pub health: HealthConfig,
+    /// `[backends.<name>.retry]` — the failover retry budget.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// `[backends.<name>.tls]` — TLS (and client certificates) to every endpoint.
+    #[serde(default)]
+    pub tls: Option<BackendTlsConfig>,
 }
 
 impl TfServingConfig {
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
     }
+
+    /// `endpoints`, parsed (valid once [`GatewayConfig::validate`] passed; invalid entries
+    /// are left out).
+    pub fn endpoint_specs(&self) -> Vec<EndpointSpec> {
+        self.endpoints
+            .iter()
+            .filter_map(|e| EndpointSpec::parse(e, self.tls.is_some()).ok())
+            .collect()
+    }
+}
+
+/// One entry of a backend's `endpoints`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndpointSpec {
+    /// `http://host:port` or `https://host:port`: one endpoint, dialled at `url`.
+    Url {
+        url: String,
+        /// `host:port` as written: the endpoint's name in messages and metrics.
+        authority: String,
+    },
+    /// `dns://name:port`: every address `name` resolves to, at `port`.
+    Dns { host: String, port: u16 },
+}
+
+impl EndpointSpec {
+    /// Parses one entry; `tls` says whether `[tls]` is configured (then URLs are `https://`).
+    /// The error says what a valid entry looks like.
+    pub fn parse(endpoint: &str, tls: bool) -> Result<Self, String> {
+        let like = "like http://host:8500, https://host:8500 (with [tls]) or dns://name:8500";
+        let uri = endpoint
+            .parse::<http::Uri>()
+            .ok()
+            .filter(|u| u.host().is_some_and(|h| !h.is_empty()))
+            .filter(|u| {
+                u.path_and_query()
+                    .is_none_or(|p| p.as_str() == "/" || p.as_str().is_empty())
+            })
+            .ok_or_else(|| format!("`{endpoint}` is not an endpoint {like}"))?;
+        let authority = uri
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .unwrap_or_default();
+        match uri.scheme_str() {
+            Some("dns") => {
+                let port = uri.port_u16().ok_or_else(|| {
+                    format!("`{endpoint}` needs a port: dns://name:port (TF Serving's gRPC port is 8500)")
+                })?;
+                let host = uri.host().unwrap_or_default().to_string();
+                Ok(EndpointSpec::Dns { host, port })
+            }
+            Some("http") if tls => Err(format!(
+                "`{endpoint}` is plain http:// but [tls] is set: write https://{authority}"
+            )),
+            Some("https") if !tls => Err(format!(
+                "`{endpoint}` is https:// but there is no [tls] table: add one with `ca = \"<ca.pem>\"`"
+            )),
+            Some("http" | "https") => Ok(EndpointSpec::Url {
+                url: format!("{}://{authority}", uri.scheme_str().unwrap_or_default()),
+                authority,
+            }),
+            _ => Err(format!("`{endpoint}` is not an endpoint {like}")),
+        }
+    }
+}
+
+/// `[backends.<name>.health]` — how endpoints are judged. Any gRPC backend kind shares it.
+///
+/// Each endpoint is asked `GetModelStatus` for every model routed to the backend every
+/// `interval_ms`; an endpoint that doesn't have a model AVAILABLE gets no calls for it while
+/// another does. `failures_to_eject` transport failures or `UNAVAILABLE` answers in a row
+/// (calls and checks alike) eject the endpoint for `ejection_ms`, doubling while its checks
+/// keep failing, up to `max_ejection_ms`; its first check that succeeds re-admits it.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// `interval_ms = 2000` — period of the active checks of a healthy endpoint.
+    #[serde(default = "default_health_interval_ms")]
+    pub interval_ms: u64,
+    /// `timeout_ms = 1000` — how long one check may take; past it, the check failed.
+    #[serde(default = "default_health_timeout_ms")]
+    pub timeout_ms: u64,
+    /// `failures_to_eject = 3` — consecutive failures that eject an endpoint.
+    #[serde(default = "default_failures_to_eject")]
+    pub failures_to_eject: u32,
+    /// `ejection_ms = 500` — the first ejection; each check that fails while ejected doubles it.
+    #[serde(default = "default_ejection_ms")]
+    pub ejection_ms: u64,
+    /// `max_ejection_ms = 1000` — the longest ejection, so a replica that comes back at the
+    /// same address takes calls again within this (plus one check) of answering.
+    #[serde(default = "default_max_ejection_ms")]
+    pub max_ejection_ms: u64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: default_health_interval_ms(),
+            timeout_ms: default_health_timeout_ms(),
+            failures_to_eject: default_failures_to_eject(),
+            ejection_ms: default_ejection_ms(),
+            max_ejection_ms: default_max_ejection_ms(),
+        }
+    }
+}
+
+/// `[backends.<name>.retry]` — a call that failed before the server could have run it
+/// (connection refused or reset before an answer, `UNAVAILABLE`) is retried once on another
+/// endpoint, within the call's deadline; nothing else is retried. Retries are capped at a
+/// fraction of calls over the last 10 s, so a failing fleet is not sent twice its traffic.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// `budget_ratio = 0.2` — retries may be at most this fraction of calls (0 to 1).
+    #[serde(default = "default_budget_ratio")]
+    pub budget_ratio: f64,
+    /// `min_per_second = 10` — retries allowed whatever the traffic (so a quiet backend still
+    /// fails over); 0 with `budget_ratio = 0` turns retries off.
+    #[serde(default = "default_min_retries_per_second")]
+    pub min_per_second: f64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            budget_ratio: default_budget_ratio(),
+            min_per_second: default_min_retries_per_second(),
+        }
+    }
+}
+
+impl BackendTlsConfig {
+    /// Makes relative file paths relative to `base` (gateway.toml's folder).
+    pub fn resolve_paths(&mut self, base: &Path) {
+        for path in [Some(&mut self.ca), self.cert.as_mut(), self.key.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        }
+    }
+}
+
+/// `[backends.<name>.tls]` — TLS to the model servers (TF Serving's `--ssl_config_file`).
+/// With it, every endpoint is dialled over TLS (`https://` URLs; `dns://` names alike).
+/// Files are PEM, relative to gateway.toml, read when the gateway starts.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BackendTlsConfig {
+    /// `ca = "certs/ca.pem"` — the CA certificate(s) the servers' certificates must chain to.
+    pub ca: PathBuf,
+    /// `cert = "certs/client.pem"` — a client certificate chain to present (mutual TLS); needs
+    /// `key`.
+    pub cert: Option<PathBuf>,
+    /// `key = "certs/client.key"` — the client certificate's private key.
+    pub key: Option<PathBuf>,
+    /// `server_name = "tfserving.internal"` — the name the servers' certificates must carry
+    /// (and the SNI sent), instead of each endpoint's host (a `dns://` endpoint's default is
+    /// its name): for addresses whose certificates name a service name.
+    pub server_name: Option<String>,
 }
 
 /// `kind = "kserve_v2"`
@@ -355,6 +538,42 @@ fn default_plugin_dir() -> PathBuf {
 
 fn default_backend_timeout_ms() -> u64 {
     10_000
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    2000
+}
+
+fn default_resolve_interval_ms() -> u64 {
+    5000
+}
+
+fn default_health_interval_ms() -> u64 {
+    2000
+}
+
+fn default_health_timeout_ms() -> u64 {
+    1000
+}
+
+fn default_failures_to_eject() -> u32 {
+    3
+}
+
+fn default_ejection_ms() -> u64 {
+    500
+}
+
+fn default_max_ejection_ms() -> u64 {
+    1000
+}
+
+fn default_budget_ratio() -> f64 {
+    0.2
+}
+
+fn default_min_retries_per_second() -> f64 {
+    10.0
 }
 
 impl GatewayConfig {
@@ -463,6 +682,13 @@ impl GatewayConfig {
         if let Some(auth) = config.auth.as_mut() {
             auth.resolve(base);
         }
+        for backend in config.backends.values_mut() {
+            if let BackendConfig::Tfserving(tfs) = backend
+                && let Some(tls) = tfs.tls.as_mut()
+            {
+                tls.resolve_paths(base);
+            }
+        }
         config.validate(path)?;
         Ok(config)
     }
@@ -487,11 +713,8 @@ impl GatewayConfig {
         }
         for (name, backend) in &self.backends {
             match backend {
-                BackendConfig::Tfserving(TfServingConfig {
-                    endpoints,
-                    timeout_ms,
-                })
-                | BackendConfig::KserveV2(KserveV2Config {
+                BackendConfig::Tfserving(tfs) => validate_tfserving(path, name, tfs)?,
+                BackendConfig::KserveV2(KserveV2Config {
                     endpoints,
                     timeout_ms,
                 }) => {
@@ -539,4 +762,68 @@ impl GatewayConfig {
         }
         Ok(())
     }
+}
+
+/// The `[backends.<name>]` checks of a `tfserving` backend: endpoints that parse, each once,
+/// and every duration and ratio in range.
+fn validate_tfserving(path: &Path, name: &str, tfs: &TfServingConfig) -> Result<(), ConfigError> {
+    let invalid = |message: String| Err(ConfigError::invalid(path, message));
+    if tfs.endpoints.is_empty() {
+        return invalid(format!("backends.{name}.endpoints is empty"));
+    }
+    let mut seen = Vec::new();
+    for endpoint in &tfs.endpoints {
+        let spec = EndpointSpec::parse(endpoint, tfs.tls.is_some())
+            .map_err(|e| ConfigError::invalid(path, format!("backends.{name}.endpoints: {e}")))?;
+        if seen.contains(&spec) {
+            return invalid(format!(
+                "backends.{name}.endpoints: `{endpoint}` is listed twice"
+            ));
+        }
+        seen.push(spec);
+    }
+    let positive = [
+        ("timeout_ms", tfs.timeout_ms),
+        ("connect_timeout_ms", tfs.connect_timeout_ms),
+        ("resolve_interval_ms", tfs.resolve_interval_ms),
+        ("health.interval_ms", tfs.health.interval_ms),
+        ("health.timeout_ms", tfs.health.timeout_ms),
+        ("health.ejection_ms", tfs.health.ejection_ms),
+        (
+            "health.failures_to_eject",
+            u64::from(tfs.health.failures_to_eject),
+        ),
+    ];
+    for (key, value) in positive {
+        if value == 0 {
+            return invalid(format!("backends.{name}.{key} must be greater than 0"));
+        }
+    }
+    if tfs.health.max_ejection_ms < tfs.health.ejection_ms {
+        return invalid(format!(
+            "backends.{name}.health.max_ejection_ms ({}) must be at least health.ejection_ms ({})",
+            tfs.health.max_ejection_ms, tfs.health.ejection_ms
+        ));
+    }
+    let retry = &tfs.retry;
+    if !(0.0..=1.0).contains(&retry.budget_ratio) {
+        return invalid(format!(
+            "backends.{name}.retry.budget_ratio must be between 0 and 1, not {}",
+            retry.budget_ratio
+        ));
+    }
+    if !(retry.min_per_second.is_finite() && retry.min_per_second >= 0.0) {
+        return invalid(format!(
+            "backends.{name}.retry.min_per_second must be 0 or more, not {}",
+            retry.min_per_second
+        ));
+    }
+    if let Some(tls) = &tfs.tls
+        && tls.cert.is_some() != tls.key.is_some()
+    {
+        return invalid(format!(
+            "backends.{name}.tls: `cert` and `key` go together (a client certificate needs its key)"
+        ));
+    }
+    Ok(())
 }

@@ -40,6 +40,31 @@ pub struct ModelConfig {
     /// `[limits]`
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// `[reuse]`
+    #[serde(default)]
+    pub reuse: ReuseConfig,
+}
+
+/// `[reuse]` — whether this model's plugin instances serve more than one call (opt-in).
+///
+/// ```toml
+/// [reuse]
+/// max_calls = 100
+/// ```
+///
+/// Without it every call gets a fresh instance (the gateway's default guarantee: nothing a
+/// call leaves behind reaches the next). With it, an instance whose call returned normally
+/// serves up to `max_calls` calls of **this model** — never another model's — and is
+/// discarded after a trap, a deadline, a memory-cap hit or its `max_calls`th call. What its
+/// earlier calls left in the instance's memory (globals, caches, the heap) is visible to the
+/// later ones: turn it on only for plugins that don't keep one request's data for the next
+/// (or do so on purpose, e.g. a cached lookup table).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReuseConfig {
+    /// `max_calls = 100` — calls one instance may serve (1 = a fresh instance per call, as
+    /// without `[reuse]`).
+    pub max_calls: Option<u32>,
 }
 
 /// `[batching]` — how requests for this model are coalesced into one backend call.
@@ -393,6 +418,12 @@ impl ModelConfig {
     }
 
     fn validate_limits(&self, path: &Path) -> Result<(), ConfigError> {
+        if self.reuse.max_calls == Some(0) {
+            return Err(ConfigError::invalid(
+                path,
+                "reuse.max_calls must be at least 1 (1, or no [reuse], is a fresh instance per call)",
+            ));
+        }
         let l = &self.limits;
         if l.max_concurrent_calls == Some(0) || l.max_running_calls == Some(0) {
             return Err(ConfigError::invalid(

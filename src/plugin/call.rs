@@ -1,5 +1,6 @@
 //! One plugin call: a fresh `Store` with the model's memory cap and deadline, instantiate from
-//! the pre-instantiated component, call, and classify the outcome. Every way a plugin can fail
+//! the pre-instantiated component (or, with `[reuse]`, a warm instance of the model re-armed
+//! with this call's deadline and caps), call, and classify the outcome. Every way a plugin can fail
 //! — rejection, trap, deadline, memory cap, malformed output — becomes a [`CallError`] that
 //! costs this request only.
 
@@ -8,10 +9,11 @@ use std::time::{Duration, Instant};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::Plugin;
+use super::bindings::{post::Postprocessor, pre::Preprocessor};
 use super::convert;
 use super::host::{EPOCH_TICK, Host};
 use super::sandbox::{CallTag, Sandbox};
-use super::share::Slot;
+use super::share::{Export, Share, Slot, Warm};
 use super::types::{CallError, CallLimits, PluginRequest, Prepared};
 use crate::reply::Reply;
 use crate::tensor::NamedTensors;
@@ -41,21 +43,34 @@ impl Plugin {
             .metrics
             .as_ref()
             .map(|m| m.pre_instantiate_seconds.clone());
-        let (_slot, store, remaining) = self.begin(limits, tag).await?;
+        let lease = self.begin::<Preprocessor>(limits, tag).await?;
+        let (share, host) = (&self.share, &self.host);
         let answer = self
             .share
             .on_cores(async move {
-                let mut store = store;
-                let outcome = tokio::time::timeout(remaining + OUTER_GRACE, async {
-                    let started = Instant::now();
-                    let instance = pre.instantiate_prechecked(&mut store).await?;
-                    if let Some(histogram) = &instantiated {
-                        crate::metrics::observe(histogram, started.elapsed());
-                    }
-                    instance.call_preprocess(&mut store, &wit_request).await
+                let Lease {
+                    slot,
+                    mut store,
+                    warm,
+                    calls,
+                } = lease;
+                let outcome = tokio::time::timeout(limits.timeout + OUTER_GRACE, async {
+                    let instance = match warm {
+                        Some(instance) => instance,
+                        None => {
+                            let started = Instant::now();
+                            let instance = pre.instantiate_prechecked(&mut store).await?;
+                            if let Some(histogram) = &instantiated {
+                                crate::metrics::observe(histogram, started.elapsed());
+                            }
+                            instance
+                        }
+                    };
+                    let answer = instance.call_preprocess(&mut store, &wit_request).await?;
+                    Ok((instance, answer))
                 })
                 .await;
-                finish(outcome, store, limits)
+                finish(outcome, store, slot, calls, limits, share, host)
             })
             .await?;
         let prepared = answer.map_err(|e| CallError::Rejected(convert::rejection(e)))?;
@@ -86,23 +101,36 @@ impl Plugin {
             .metrics
             .as_ref()
             .map(|m| m.post_instantiate_seconds.clone());
-        let (_slot, store, remaining) = self.begin(limits, tag).await?;
+        let lease = self.begin::<Postprocessor>(limits, tag).await?;
+        let (share, host) = (&self.share, &self.host);
         let answer = self
             .share
             .on_cores(async move {
-                let mut store = store;
-                let outcome = tokio::time::timeout(remaining + OUTER_GRACE, async {
-                    let started = Instant::now();
-                    let instance = post.instantiate_prechecked(&mut store).await?;
-                    if let Some(histogram) = &instantiated {
-                        crate::metrics::observe(histogram, started.elapsed());
-                    }
-                    instance
+                let Lease {
+                    slot,
+                    mut store,
+                    warm,
+                    calls,
+                } = lease;
+                let outcome = tokio::time::timeout(limits.timeout + OUTER_GRACE, async {
+                    let instance = match warm {
+                        Some(instance) => instance,
+                        None => {
+                            let started = Instant::now();
+                            let instance = post.instantiate_prechecked(&mut store).await?;
+                            if let Some(histogram) = &instantiated {
+                                crate::metrics::observe(histogram, started.elapsed());
+                            }
+                            instance
+                        }
+                    };
+                    let answer = instance
                         .call_postprocess(&mut store, &wit_outputs, context)
-                        .await
+                        .await?;
+                    Ok((instance, answer))
                 })
                 .await;
-                finish(outcome, store, limits)
+                finish(outcome, store, slot, calls, limits, share, host)
             })
             .await?;
         let response = answer.map_err(|e| CallError::Rejected(convert::rejection(e)))?;
@@ -116,25 +144,42 @@ impl Plugin {
         convert::response_from_wit(response).map_err(CallError::InvalidOutput)
     }
 
-    /// Waits for an instance slot (the model's share, then the gateway's pool) for at most
-    /// the call's `timeout_ms`, and makes the call's store, whose deadline is a whole
+    /// A warm instance of the model, re-armed for this call (with `[reuse]`, when one is
+    /// idle); else waits for an instance slot (the model's share, then the gateway's pool) for
+    /// at most the call's `timeout_ms`, and makes the call's store, whose deadline is a whole
     /// `timeout_ms` from now: a call that waited is not started with too little time left
     /// to finish (it would only fail later, having used a slot). So a call spends at most
     /// `timeout_ms` waiting (then 503, not started) and `timeout_ms` running (then 504).
-    async fn begin(
+    async fn begin<I: Export>(
         &self,
         limits: CallLimits,
         tag: CallTag,
-    ) -> Result<(Slot, Store<Sandbox>, Duration), CallError> {
+    ) -> Result<Lease<I>, CallError> {
+        if let Some(warm) = self.share.take_warm::<I>() {
+            let Warm {
+                mut store,
+                instance,
+                slot,
+                calls,
+            } = warm;
+            arm(&mut store, limits, tag);
+            return Ok(Lease {
+                slot,
+                store,
+                warm: Some(instance),
+                calls,
+            });
+        }
         let slot = self
             .share
-            .slot(self.host.instances(), limits.timeout)
+            .slot(self.host.instances(), self.host.idlers(), limits.timeout)
             .await?;
-        Ok((
+        Ok(Lease {
             slot,
-            new_store(&self.host, limits, limits.timeout, tag),
-            limits.timeout,
-        ))
+            store: new_store(&self.host, limits, tag),
+            warm: None,
+            calls: 0,
+        })
     }
 
     fn not_exported(&self, export: &'static str) -> CallError {
@@ -152,17 +197,36 @@ fn check_size(size: usize, limits: CallLimits) -> Result<(), CallError> {
     Ok(())
 }
 
+/// What a call runs in: its slot, its store, the warm instance it reuses (if any) and the
+/// calls that instance served before.
+struct Lease<I> {
+    slot: Slot,
+    store: Store<Sandbox>,
+    warm: Option<I>,
+    calls: u32,
+}
+
 /// A store for one call: the model's memory cap, and a deadline checked on every epoch tick.
-/// Until the deadline a running guest yields to the async runtime each tick, so a busy plugin
-/// shares its worker thread instead of holding it.
-fn new_store(host: &Host, limits: CallLimits, remaining: Duration, tag: CallTag) -> Store<Sandbox> {
-    let mut store = Store::new(host.engine(), Sandbox::new(tag, limits.memory_bytes));
+fn new_store(host: &Host, limits: CallLimits, tag: CallTag) -> Store<Sandbox> {
+    let mut store = Store::new(
+        host.engine(),
+        Sandbox::new(tag.clone(), limits.memory_bytes),
+    );
     store.limiter(|state| &mut state.limits);
+    arm(&mut store, limits, tag);
+    store
+}
+
+/// Arms `store` for one call: who it is for, its output bound and its deadline, a whole
+/// `timeout_ms` from now. Until the deadline a running guest yields to the async runtime each
+/// tick, so a busy plugin shares its worker thread instead of holding it.
+fn arm(store: &mut Store<Sandbox>, limits: CallLimits, tag: CallTag) {
+    store.data_mut().begin_call(tag);
     // Bounds what the host copies out of the guest while lifting the result, so an oversized
     // output is refused before the host allocates it (the small allowance covers names,
     // shapes and headers).
     store.set_hostcall_fuel(limits.max_output_bytes + OUTPUT_ALLOWANCE);
-    let deadline = Instant::now() + remaining;
+    let deadline = Instant::now() + limits.timeout;
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
         Ok(if Instant::now() >= deadline {
@@ -171,19 +235,41 @@ fn new_store(host: &Host, limits: CallLimits, remaining: Duration, tag: CallTag)
             UpdateDeadline::Yield(1)
         })
     });
-    store
 }
 
-/// Settles the call and drops its store (resetting the instance's slot), still on the
-/// model's cores: that reset is work done for this model.
-fn finish<T>(
-    outcome: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,
+/// Settles the call. With `[reuse]`, an instance whose call returned (an answer or the
+/// plugin's own error) and stayed within its caps goes back to the model's idle list with its
+/// slot; otherwise the store (resetting the instance's slot) and then the slot are dropped
+/// here, still on the model's cores: that reset is work done for this model.
+fn finish<I: Export, T>(
+    outcome: Result<wasmtime::Result<(I, T)>, tokio::time::error::Elapsed>,
     store: Store<Sandbox>,
+    slot: Slot,
+    calls: u32,
     limits: CallLimits,
+    share: &Share,
+    host: &Host,
 ) -> Result<T, CallError> {
-    let answer = settle(outcome, &store, limits);
-    drop(store);
-    answer
+    let settled = settle(outcome, &store, limits);
+    match settled {
+        Ok((instance, answer)) if share.reuse().is_some() && store.data().reusable() => {
+            share.keep_warm(
+                host.idlers(),
+                Warm {
+                    store,
+                    instance,
+                    slot,
+                    calls: calls + 1,
+                },
+            );
+            Ok(answer)
+        }
+        settled => {
+            drop(store);
+            drop(slot);
+            settled.map(|(_, answer)| answer)
+        }
+    }
 }
 
 /// Turns a finished (or timed out) call into the guest's answer or a [`CallError`].

@@ -57,6 +57,8 @@ struct Inner {
     /// failing in the allocator.
     instances: Arc<tokio::sync::Semaphore>,
     instances_total: u32,
+    /// Every model's idle warm instances (`[reuse]`), freed for a call the pool keeps waiting.
+    idlers: super::share::Idlers,
     _ticker: Ticker,
 }
 
@@ -117,6 +119,7 @@ impl Host {
                 allocator,
                 instances: Arc::new(tokio::sync::Semaphore::new(max_instances.max(1) as usize)),
                 instances_total: max_instances.max(1),
+                idlers: super::share::Idlers::default(),
                 _ticker: ticker,
             }),
         })
@@ -142,6 +145,11 @@ impl Host {
     /// The gate in front of the instance pool.
     pub(super) fn instances(&self) -> &Arc<tokio::sync::Semaphore> {
         &self.inner.instances
+    }
+
+    /// Every model's idle warm instances.
+    pub(super) fn idlers(&self) -> &super::share::Idlers {
+        &self.inner.idlers
     }
 }
 

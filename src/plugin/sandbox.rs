@@ -24,7 +24,8 @@ pub struct CallTag {
     pub metrics: Option<crate::metrics::ModelMetrics>,
 }
 
-/// One call's state, dropped with its `Store` when the call ends.
+/// One call's state, dropped with its `Store` when the call ends (or, for a model with
+/// `[reuse]`, kept with its warm instance and re-armed by [`Sandbox::begin_call`]).
 pub struct Sandbox {
     wasi: WasiCtx,
     table: ResourceTable,
@@ -34,6 +35,9 @@ pub struct Sandbox {
     stderr: MemoryOutputPipe,
     /// The last error-level line the plugin logged (the SDK logs its panic message there).
     last_error: Option<String>,
+    /// Where this call's stdout and stderr begin in the pipes (a reused instance's earlier
+    /// calls wrote before it).
+    output_from: (usize, usize),
 }
 
 impl Sandbox {
@@ -58,14 +62,33 @@ impl Sandbox {
             stdout,
             stderr,
             last_error: None,
+            output_from: (0, 0),
         }
+    }
+
+    /// Starts a call in this sandbox: who it is for; what earlier calls of a reused instance
+    /// logged and printed is not this call's.
+    pub fn begin_call(&mut self, tag: CallTag) {
+        self.tag = tag;
+        self.last_error = None;
+        self.output_from = (self.stdout.contents().len(), self.stderr.contents().len());
+    }
+
+    /// Whether the instance may serve another call: it never hit the memory cap, and its
+    /// output pipes keep room for the next call (they are bounded per instance).
+    pub fn reusable(&self) -> bool {
+        self.limits.denied.is_none()
+            && self.stdout.contents().len() + self.stderr.contents().len() < CAPTURE_BYTES / 2
     }
 
     /// Writes whatever the guest printed to the log, one line per line, tagged with the call.
     pub fn flush_output(&self) {
-        for (stream, pipe) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
+        for (stream, pipe, from) in [
+            ("stdout", &self.stdout, self.output_from.0),
+            ("stderr", &self.stderr, self.output_from.1),
+        ] {
             let bytes = pipe.contents();
-            for line in String::from_utf8_lossy(&bytes)
+            for line in String::from_utf8_lossy(&bytes[from.min(bytes.len())..])
                 .lines()
                 .filter(|l| !l.is_empty())
             {
@@ -84,7 +107,7 @@ impl Sandbox {
             return Some(line.chars().take(512).collect());
         }
         let bytes = self.stderr.contents();
-        let text = String::from_utf8_lossy(&bytes);
+        let text = String::from_utf8_lossy(&bytes[self.output_from.1.min(bytes.len())..]);
         text.lines()
             .rev()
             .find(|l| !l.trim().is_empty())

@@ -12,19 +12,29 @@
 //!   until its deadline keeps at most this many cores busy, and the model's other calls take
 //!   turns with it tick by tick instead of waiting for it to time out.
 //!
+//! - **warm instances** (opt-in, `[reuse] max_calls` in model.toml): an instance whose call
+//!   returned normally goes back to the model's idle list, still holding its slot, and serves
+//!   the model's next call, up to `max_calls` calls; a trap, a deadline or a memory-cap hit
+//!   discards it. Idle instances never make a call wait: a call that finds the model's slots
+//!   taken first discards the model's idle ones, and one that finds the gateway's pool full
+//!   discards every model's idle ones ([`Idlers`]). The idle lists are the model's own, so an
+//!   instance never serves two models.
+//!
 //! The host adds one gate shared by every model: `plugins.max_instances`, the pooling
 //! allocator's slots, so the sum of the models' slots can exceed it without a call ever
 //! failing for want of a slot — it waits, like a call waiting for its model's slots.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::bindings::{post::Postprocessor, pre::Preprocessor};
+use super::sandbox::Sandbox;
 use super::types::CallError;
 
 /// How many plugin calls of one model may hold an instance, and execute, at once.
@@ -78,6 +88,93 @@ struct Inner {
     cores: Arc<Semaphore>,
     /// Calls waiting for one of the slots now.
     waiting: AtomicUsize,
+    /// `[reuse] max_calls`: calls one instance may serve; `None`, a fresh instance per call.
+    reuse: Option<u32>,
+    /// Warm instances between calls, each holding its slot.
+    idle: Mutex<Idle>,
+}
+
+/// A model's warm instances between calls, one list per export.
+#[derive(Default)]
+pub(super) struct Idle {
+    pre: Vec<Warm<Preprocessor>>,
+    post: Vec<Warm<Postprocessor>>,
+}
+
+impl std::fmt::Debug for Idle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Idle")
+            .field("pre", &self.pre.len())
+            .field("post", &self.post.len())
+            .finish()
+    }
+}
+
+/// An instance kept for the model's next call: its store (memory, globals and all), the
+/// instance, the slot it holds, and the calls it has served.
+pub(super) struct Warm<I> {
+    pub store: wasmtime::Store<Sandbox>,
+    pub instance: I,
+    pub slot: Slot,
+    pub calls: u32,
+}
+
+/// Which export's idle list an instance type belongs to.
+pub(super) trait Export: Sized {
+    fn list(idle: &mut Idle) -> &mut Vec<Warm<Self>>;
+}
+
+impl Export for Preprocessor {
+    fn list(idle: &mut Idle) -> &mut Vec<Warm<Self>> {
+        &mut idle.pre
+    }
+}
+
+impl Export for Postprocessor {
+    fn list(idle: &mut Idle) -> &mut Vec<Warm<Self>> {
+        &mut idle.post
+    }
+}
+
+/// Every model's idle lists, so a call finding the gateway's pool full can free the slots
+/// they hold (the host keeps one).
+#[derive(Default)]
+pub struct Idlers {
+    shares: Mutex<Vec<Weak<Inner>>>,
+    /// Calls waiting for the gateway's pool now.
+    waiting: AtomicUsize,
+}
+
+impl Idlers {
+    /// Lets calls that find the pool full discard `share`'s idle instances.
+    pub(super) fn register(&self, share: &Share) {
+        if let Some(inner) = &share.inner
+            && inner.reuse.is_some()
+        {
+            let mut shares = lock(&self.shares);
+            shares.retain(|w| w.strong_count() > 0);
+            shares.push(Arc::downgrade(inner));
+        }
+    }
+
+    /// Discards every model's idle instances (outside the locks: dropping a store resets its
+    /// slot).
+    fn evict_all(&self) {
+        let shares: Vec<Arc<Inner>> = lock(&self.shares)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for inner in shares {
+            drop(std::mem::take(&mut *lock(&inner.idle)));
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding it leaves only plain lists behind.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Share {
@@ -90,8 +187,58 @@ impl Share {
                 slots: Arc::new(Semaphore::new(slots as usize)),
                 cores: Arc::new(Semaphore::new(running as usize)),
                 waiting: AtomicUsize::new(0),
+                reuse: None,
+                idle: Mutex::default(),
             })),
         }
+    }
+
+    /// Lets one instance serve up to `max_calls` of the model's calls (`[reuse]`); `None`
+    /// (the default) keeps a fresh instance per call. Call it before the share is cloned.
+    pub fn with_reuse(mut self, max_calls: Option<u32>) -> Share {
+        if let Some(inner) = self.inner.as_mut().and_then(Arc::get_mut) {
+            inner.reuse = max_calls.filter(|n| *n > 1);
+        }
+        self
+    }
+
+    /// Calls one instance may serve, when reuse is on.
+    pub fn reuse(&self) -> Option<u32> {
+        self.inner.as_ref().and_then(|i| i.reuse)
+    }
+
+    /// Idle warm instances now (pre and post).
+    pub fn idle(&self) -> usize {
+        self.inner.as_ref().map_or(0, |i| {
+            let idle = lock(&i.idle);
+            idle.pre.len() + idle.post.len()
+        })
+    }
+
+    /// A warm instance for the next call, if one is idle.
+    pub(super) fn take_warm<I: Export>(&self) -> Option<Warm<I>> {
+        let inner = self.inner.as_ref()?;
+        inner.reuse?;
+        I::list(&mut lock(&inner.idle)).pop()
+    }
+
+    /// Keeps `warm` for the model's next call — unless reuse is off, it has served its
+    /// `max_calls`, or a call is waiting for a slot (the slot goes to that call: the instance
+    /// is dropped here, which frees it).
+    pub(super) fn keep_warm<I: Export>(&self, idlers: &Idlers, warm: Warm<I>) {
+        let Some(inner) = &self.inner else { return };
+        let Some(max_calls) = inner.reuse else { return };
+        if warm.calls >= max_calls {
+            return;
+        }
+        let mut idle = lock(&inner.idle);
+        // Checked under the lock a waiter takes to discard the idle instances after counting
+        // itself, so no instance is kept once someone waits.
+        if inner.waiting.load(Ordering::SeqCst) > 0 || idlers.waiting.load(Ordering::SeqCst) > 0 {
+            drop(idle);
+            return;
+        }
+        I::list(&mut idle).push(warm);
     }
 
     /// No bounds of its own: only the host's pool applies (plugins loaded outside a gateway,
@@ -120,6 +267,7 @@ impl Share {
     pub(super) async fn slot(
         &self,
         pool: &Arc<Semaphore>,
+        idlers: &Idlers,
         wait: Duration,
     ) -> Result<Slot, CallError> {
         // The fast path takes no timer: both are free.
@@ -141,16 +289,26 @@ impl Share {
         let deadline = tokio::time::Instant::now() + wait;
         let model = match (&self.inner, model) {
             (Some(inner), None) => {
-                inner.waiting.fetch_add(1, Ordering::Relaxed);
+                inner.waiting.fetch_add(1, Ordering::SeqCst);
+                // The model's idle instances give their slots to the waiting call.
+                drop(std::mem::take(&mut *lock(&inner.idle)));
                 let waited = tokio::time::timeout_at(deadline, acquire(&inner.slots)).await;
-                inner.waiting.fetch_sub(1, Ordering::Relaxed);
+                inner.waiting.fetch_sub(1, Ordering::SeqCst);
                 Some(waited.map_err(|_| self.busy(wait))?)
             }
             (_, model) => model,
         };
-        let pool = tokio::time::timeout_at(deadline, acquire(pool))
-            .await
-            .map_err(|_| pool_busy(wait))?;
+        let pool = match pool.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                idlers.waiting.fetch_add(1, Ordering::SeqCst);
+                // Every model's idle instances give their pool slots to the waiting call.
+                idlers.evict_all();
+                let waited = tokio::time::timeout_at(deadline, acquire(pool)).await;
+                idlers.waiting.fetch_sub(1, Ordering::SeqCst);
+                waited.map_err(|_| pool_busy(wait))?
+            }
+        };
         Ok(Slot {
             _model: model,
             _pool: pool,
@@ -284,8 +442,13 @@ mod tests {
     async fn a_call_waits_for_a_slot_within_its_deadline() {
         let share = Share::new(config(1, 1));
         let pool = Arc::new(Semaphore::new(10));
-        let held = share.slot(&pool, Duration::from_secs(1)).await.unwrap();
-        let refused = share.slot(&pool, Duration::from_millis(100)).await;
+        let held = share
+            .slot(&pool, &Idlers::default(), Duration::from_secs(1))
+            .await
+            .unwrap();
+        let refused = share
+            .slot(&pool, &Idlers::default(), Duration::from_millis(100))
+            .await;
         let Err(CallError::Busy(message)) = refused else {
             panic!("{refused:?}")
         };
@@ -295,7 +458,12 @@ mod tests {
         );
         let waiter = tokio::spawn({
             let (share, pool) = (share.clone(), pool.clone());
-            async move { share.slot(&pool, Duration::from_secs(1)).await.is_ok() }
+            async move {
+                share
+                    .slot(&pool, &Idlers::default(), Duration::from_secs(1))
+                    .await
+                    .is_ok()
+            }
         });
         tokio::time::sleep(Duration::from_millis(500)).await;
         drop(held);
@@ -308,18 +476,32 @@ mod tests {
     async fn the_hosts_pool_bounds_every_model() {
         let pool = Arc::new(Semaphore::new(1));
         let (a, b) = (Share::new(config(4, 1)), Share::new(config(4, 1)));
-        let held = a.slot(&pool, Duration::from_secs(1)).await.unwrap();
-        let refused = b.slot(&pool, Duration::from_millis(10)).await;
+        let held = a
+            .slot(&pool, &Idlers::default(), Duration::from_secs(1))
+            .await
+            .unwrap();
+        let refused = b
+            .slot(&pool, &Idlers::default(), Duration::from_millis(10))
+            .await;
         let Err(CallError::Busy(message)) = refused else {
             panic!("{refused:?}")
         };
         assert!(message.contains("plugins.max_instances"), "{message}");
         drop(held);
-        assert!(b.slot(&pool, Duration::from_millis(10)).await.is_ok());
+        assert!(
+            b.slot(&pool, &Idlers::default(), Duration::from_millis(10))
+                .await
+                .is_ok()
+        );
         let unbounded = Share::unbounded();
-        let _held = unbounded.slot(&pool, Duration::from_secs(1)).await.unwrap();
+        let _held = unbounded
+            .slot(&pool, &Idlers::default(), Duration::from_secs(1))
+            .await
+            .unwrap();
         assert!(matches!(
-            unbounded.slot(&pool, Duration::from_millis(10)).await,
+            unbounded
+                .slot(&pool, &Idlers::default(), Duration::from_millis(10))
+                .await,
             Err(CallError::Busy(_))
         ));
     }

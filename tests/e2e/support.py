@@ -121,6 +121,15 @@ class Process:
             lines = []
         return f"--- last lines of {self.log_path} ---\n" + "\n".join(lines[-n:])
 
+    def kill(self):
+        """SIGKILL, as a crashed or OOM-killed server: no goodbye to its clients."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=10)
+
     def stop(self):
         if self.proc.poll() is None:
             try:
@@ -184,6 +193,8 @@ class Gateway:
 def start_gateway(config_dir, name, endpoint, routes, timeout_ms=10000, backends=""):
     """Write gateway.toml and one folder per route, start `infergate serve`.
 
+    endpoint: the `tfs` backend's endpoint, or a list of them (replicas).
+
     routes: {route name: {"model": ..., "plugin": ...}} (keys written as TOML strings; a
     "_toml" entry is appended verbatim, for tables such as [batching]). Routes use backend
     `tfs` (at `endpoint`) unless they name `"backend": "local"`, the in-process onnx backend
@@ -197,6 +208,8 @@ def start_gateway(config_dir, name, endpoint, routes, timeout_ms=10000, backends
     plugins_dir = config_dir / "plugins"
     plugins_dir.mkdir(parents=True, exist_ok=True)
     config = config_dir / "gateway.toml"
+    endpoints = ", ".join(
+        toml_str(e) for e in ([endpoint] if isinstance(endpoint, str) else endpoint))
     config.write_text(
         "[server]\n"
         'listen = "127.0.0.1:0"\n'
@@ -205,7 +218,7 @@ def start_gateway(config_dir, name, endpoint, routes, timeout_ms=10000, backends
         f"dir = {toml_str(plugins_dir)}\n"
         "[backends.tfs]\n"
         'kind = "tfserving"\n'
-        f"endpoints = [{toml_str(endpoint)}]\n"
+        f"endpoints = [{endpoints}]\n"
         f"timeout_ms = {timeout_ms}\n"
         "[backends.local]\n"
         'kind = "onnx"\n'

@@ -60,6 +60,7 @@ pub fn example_image(name: &str) -> Vec<u8> {
 #[derive(Default)]
 pub struct GatewayBuilder {
     backends: Vec<(String, String, u64)>,
+    backend_tables: Vec<(String, String)>,
     onnx_backends: Vec<String>,
     kserve_v2_backends: Vec<(String, String)>,
     models: Vec<(String, String)>,
@@ -82,6 +83,13 @@ impl GatewayBuilder {
 
     pub fn backend_with_timeout(mut self, name: &str, url: &str, timeout_ms: u64) -> Self {
         self.backends.push((name.into(), url.into(), timeout_ms));
+        self
+    }
+
+    /// A backend named `name` whose `[backends.<name>]` table holds `toml` (its keys, and
+    /// sub-tables such as `[backends.<name>.health]` after them).
+    pub fn backend_config(mut self, name: &str, toml: &str) -> Self {
+        self.backend_tables.push((name.into(), toml.into()));
         self
     }
 
@@ -154,6 +162,9 @@ impl GatewayBuilder {
             text += &format!(
                 "[backends.{name}]\nkind = \"tfserving\"\nendpoints = [\"{url}\"]\ntimeout_ms = {timeout}\n"
             );
+        }
+        for (name, toml) in &self.backend_tables {
+            text += &format!("[backends.{name}]\n{toml}\n");
         }
         for (name, url) in &self.kserve_v2_backends {
             text += &format!(

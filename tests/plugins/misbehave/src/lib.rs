@@ -16,13 +16,16 @@
 //! | `log` | logs `misbehave: log at <level>` once per level, trace to error; then as `ok` |
 //! | `post-trap`, `post-bad-status`, `post-huge-body`, `post-internal` | as `ok`, but the context is the word |
 //! | `post-header:NAME:VALUE[,NAME:VALUE…]` | as `ok`, but the context is the word |
+//! | `stash:WORD` | keeps WORD in a global of the instance; then as `ok` |
+//! | `recall` | as `ok`, but the context is `recalled:` and what the instance's global holds |
 //! | anything else | `bad_request("misbehave: unknown behaviour '<word>'; …")` |
 //!
 //! postprocess reads the context: `post-trap` panics (`misbehave: post-trap requested`),
 //! `post-bad-status` returns status 1000, `post-huge-body` returns 200 with a 64 MiB body of
 //! `x`, `post-internal` returns `internal("misbehave: the context asked for post-internal")`;
 //! `post-header:…` returns 200 `text/plain` `ok` with each `NAME: VALUE` added as a header (in
-//! order, repeats kept); any other context returns 200 `text/plain` `ok`.
+//! order, repeats kept); `recalled:…` returns 200 `text/plain` with the context as the body;
+//! any other context returns 200 `text/plain` `ok`.
 
 use std::hint::black_box;
 
@@ -30,7 +33,10 @@ use infergate_sdk::{Outputs, PluginError, Prepared, Request, Response, Tensor, l
 
 const BEHAVIOURS: &str = "ok, bad-request, unprocessable, internal, trap, loop, grow, \
     huge-tensor, log, post-trap, post-bad-status, post-huge-body, post-internal, \
-    post-header:NAME:VALUE[,NAME:VALUE…]";
+    post-header:NAME:VALUE[,NAME:VALUE…], stash:WORD, recall";
+
+/// What `stash:WORD` kept: lives as long as the instance (a fresh instance per call empties it).
+static STASH: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
 
 fn preprocess(req: Request) -> Result<Prepared, PluginError> {
     let body = String::from_utf8_lossy(&req.body);
@@ -62,6 +68,11 @@ fn preprocess(req: Request) -> Result<Prepared, PluginError> {
         }
         word @ ("post-trap" | "post-bad-status" | "post-huge-body" | "post-internal") => ok(word),
         word if word.starts_with("post-header:") => ok(word),
+        word if word.starts_with("stash:") => {
+            *STASH.lock().unwrap() = word["stash:".len()..].to_string();
+            ok("ok")
+        }
+        "recall" => ok(&format!("recalled:{}", STASH.lock().unwrap())),
         other => Err(PluginError::bad_request(format!(
             "misbehave: unknown behaviour '{other}'; send one of: {BEHAVIOURS}"
         ))),
@@ -84,6 +95,9 @@ fn postprocess(_outputs: Outputs, context: Vec<u8>) -> Result<Response, PluginEr
                     response = response.header(name, value);
                 }
                 Ok(response)
+            }
+            None if context.starts_with(b"recalled:") => {
+                Ok(Response::text(String::from_utf8_lossy(context)))
             }
             None => Ok(Response::text("ok")),
         },
