@@ -23,11 +23,12 @@ fn check(config: &std::path::Path) -> (bool, String) {
 fn check_reports_a_valid_config() {
     let toml = format!(
         "backend = \"tfs\"\nplugin = \"{}\"\n",
-        fixture("echo").display()
+        wasm("echo")
     );
     let (_dir, path) = gateway()
         .backend("tfs", "http://127.0.0.1:1")
         .model("echo", &toml)
+        .fixture_plugin("echo", "echo")
         .write();
     let (ok, text) = check(&path);
     assert!(ok, "{text}");
@@ -42,11 +43,12 @@ fn check_reports_a_valid_config() {
 fn check_names_what_is_broken() {
     let toml = format!(
         "backend = \"tfs\"\nplugin = \"{}\"\n",
-        fixture("pre-only").display()
+        wasm("pre-only")
     );
     let (_dir, path) = gateway()
         .backend("tfs", "http://127.0.0.1:1")
         .model("half", &toml)
+        .fixture_plugin("half", "pre-only")
         .model("typo", "backend = \"tfs\"\nplugins = \"x.wasm\"\n")
         .write();
     let (ok, text) = check(&path);
