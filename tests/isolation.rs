@@ -36,10 +36,10 @@ async fn two_models() -> (FakeServer, TestGateway) {
     // The bad model's deadline leaves a memory bomb time to reach its cap (a 500) even on a
     // machine busy with other work, where 100 ms was too little.
     let good = format!(
-        "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"{}\"\n[limits]\nmax_concurrent_calls = 4\nmax_running_calls = 1\n",
+        "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"{plugin}\"\n[limits]\nmax_concurrent_calls = 4\nmax_running_calls = 1\n",
     );
     let bad = format!(
-        "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"{}\"\n[limits]\ntimeout_ms = 400\nmax_concurrent_calls = {BAD_SLOTS}\nmax_running_calls = 1\n",
+        "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"{plugin}\"\n[limits]\ntimeout_ms = 400\nmax_concurrent_calls = {BAD_SLOTS}\nmax_running_calls = 1\n",
     );
     let gw = gateway()
         .backend("tfs", &backend.url())
@@ -498,7 +498,7 @@ async fn idle_instances_give_the_pool_to_other_models() {
     let plugin = wasm("misbehave");
     let model = |extra: &str| {
         format!(
-            "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"{}\"\n[limits]\ntimeout_ms = 1000\nmax_concurrent_calls = 2\nmax_running_calls = 1\n{extra}",
+            "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"{plugin}\"\n[limits]\ntimeout_ms = 1000\nmax_concurrent_calls = 2\nmax_running_calls = 1\n{extra}",
         )
     };
     let gw = gateway()

@@ -364,7 +364,8 @@ impl EndpointSpec {
     /// `https://`).
     /// The error says what a valid entry looks like.
     pub fn parse(endpoint: &str, tls: bool) -> Result<Self, String> {
-        let like = "like http://host:8500, https://host:8500 (with a `tls` table) or dns://name:8500";
+        let like =
+            "like http://host:8500, https://host:8500 (with a `tls` table) or dns://name:8500";
         let uri = endpoint
             .parse::<http::Uri>()
             .ok()
