@@ -194,24 +194,21 @@ impl Env {
         let routes = [
             (
                 "onnx",
-                format!(
-                    "backend = \"local\"\nmodel = \"digits\"\nmodel_file = \"{}\"\nplugin = \"{}\"\n",
-                    model.display(),
-                    plugin.display()
-                ),
+                "backend = \"local\"\nmodel = \"digits\"\nmodel_file = \"model.onnx\"\nplugin = \"plugin.wasm\"\n"
+                    .to_string(),
             ),
             (
                 "tfserving",
-                format!(
-                    "backend = \"tfs\"\nmodel = \"digits\"\nplugin = \"{}\"\n",
-                    plugin.display()
-                ),
+                "backend = \"tfs\"\nmodel = \"digits\"\nplugin = \"plugin.wasm\"\n".to_string(),
             ),
         ];
         for (route, toml) in routes {
             let folder = dir.path().join("plugins").join(route);
             std::fs::create_dir_all(&folder)?;
             std::fs::write(folder.join("model.toml"), toml)?;
+            // A model folder names only its own files: copy them in.
+            std::fs::copy(&plugin, folder.join("plugin.wasm"))?;
+            std::fs::copy(&model, folder.join("model.onnx"))?;
         }
         let path = dir.path().join("gateway.toml");
         std::fs::write(&path, gateway)?;

@@ -169,12 +169,13 @@ impl Gateway {
             std::fs::write(
                 folder.join("model.toml"),
                 format!(
-                    "backend = \"local\"\nmodel = \"digits\"\nmodel_file = \"{}\"\n\
-                     plugin = \"{}\"\n{reuse}",
-                    model.display(),
-                    plugin.display()
+                    "backend = \"local\"\nmodel = \"digits\"\nmodel_file = \"model.onnx\"\n\
+                     plugin = \"plugin.wasm\"\n{reuse}"
                 ),
             )?;
+            // A model folder names only its own files: copy them in.
+            std::fs::copy(plugin, folder.join("plugin.wasm"))?;
+            std::fs::copy(&model, folder.join("model.onnx"))?;
         }
         let config = dir.path().join("gateway.toml");
         std::fs::write(

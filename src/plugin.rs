@@ -31,6 +31,7 @@ use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
+pub use convert::{RawTensor, check_prepared, check_response};
 pub use host::{Allocator, DEFAULT_MAX_INSTANCES, EPOCH_TICK, Host, HostError};
 pub use sandbox::CallTag;
 pub use share::{Share, ShareConfig, cores};

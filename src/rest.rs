@@ -178,6 +178,13 @@ pub enum RestError {
     Tensor(#[from] TensorError),
 }
 
+/// The gateway's JSON reader's view of `body` as a `serde_json::Value` (non-finite numbers
+/// as null): what the differential test holds against serde_json, and a fuzz target runs.
+pub fn json_to_value(body: &[u8]) -> Result<serde_json::Value, String> {
+    let doc = json::Doc::parse(body).map_err(|e| e.to_string())?;
+    doc.to_value(0)
+}
+
 /// Reads a `:predict` body: JSON syntax, the top-level keys, `signature_name`, and exactly one of
 /// `"instances"` (a non-empty list) or `"inputs"`. Values are typed later, by
 /// [`PredictBody::into_tensors`].

@@ -33,9 +33,9 @@ async fn gateway_for(backend: &FakeServer, models: &[(&str, &str, &str, &str)]) 
     for (route, model, fixture_name, extra) in models {
         let toml = format!(
             "backend = \"tfs\"\nmodel = \"{model}\"\nplugin = \"{}\"\n{extra}",
-            fixture(fixture_name).display()
+            wasm(fixture_name)
         );
-        gw = gw.model(route, &toml);
+        gw = gw.model(route, &toml).fixture_plugin(route, fixture_name);
     }
     gw.start().await.unwrap()
 }

@@ -23,11 +23,12 @@ async fn plugin_gateway(fixture_name: &str, extra: &str) -> (FakeServer, TestGat
     let backend = FakeBackend::new([identity()]).start().await.unwrap();
     let toml = format!(
         "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"{}\"\n{extra}",
-        fixture(fixture_name).display()
+        wasm(fixture_name)
     );
     let gw = gateway()
         .backend("tfs", &backend.url())
         .model("p", &toml)
+        .fixture_plugin("p", fixture_name)
         .start()
         .await
         .unwrap();
@@ -321,13 +322,11 @@ fn split_response(raw: &str) -> (&str, &str) {
 #[tokio::test]
 async fn plugin_missing_export_refuses_to_load() {
     let backend = FakeBackend::new([doubler()]).start().await.unwrap();
-    let toml = format!(
-        "backend = \"tfs\"\nplugin = \"{}\"\n",
-        fixture("pre-only").display()
-    );
+    let toml = format!("backend = \"tfs\"\nplugin = \"{}\"\n", wasm("pre-only"));
     let err = gateway()
         .backend("tfs", &backend.url())
         .model("p", &toml)
+        .fixture_plugin("p", "pre-only")
         .start()
         .await
         .err()
@@ -346,10 +345,11 @@ async fn non_components_refuse_to_load() {
         ("garbage", "not a WebAssembly file"),
         ("core-module", "component"),
     ] {
-        let toml = format!("backend = \"tfs\"\npre = \"{}\"\n", fixture(name).display());
+        let toml = format!("backend = \"tfs\"\npre = \"{}\"\n", wasm(name));
         let err = gateway()
             .backend("tfs", "http://127.0.0.1:1")
             .model("p", &toml)
+            .fixture_plugin("p", name)
             .start()
             .await
             .err()
@@ -365,13 +365,11 @@ async fn backend_down_is_503() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let toml = format!(
-        "backend = \"tfs\"\nplugin = \"{}\"\n",
-        fixture("misbehave").display()
-    );
+    let toml = format!("backend = \"tfs\"\nplugin = \"{}\"\n", wasm("misbehave"));
     let gw = gateway()
         .backend("tfs", &format!("http://127.0.0.1:{port}"))
         .model("p", &toml)
+        .fixture_plugin("p", "misbehave")
         .start()
         .await
         .unwrap();
@@ -464,16 +462,18 @@ async fn a_failing_plugin_affects_only_its_model() {
     let backend = FakeBackend::new([identity()]).start().await.unwrap();
     let bad = format!(
         "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"{}\"\n",
-        fixture("misbehave").display()
+        wasm("misbehave")
     );
     let good = format!(
         "backend = \"tfs\"\nmodel = \"m\"\npre = \"{}\"\n",
-        fixture("pre-only").display()
+        wasm("pre-only")
     );
     let gw = gateway()
         .backend("tfs", &backend.url())
         .model("bad", &bad)
+        .fixture_plugin("bad", "misbehave")
         .model("good", &good)
+        .fixture_plugin("good", "pre-only")
         .start()
         .await
         .unwrap();

@@ -14,9 +14,13 @@ use support::*;
 fn digits_toml(plugin: bool) -> String {
     let mut toml = "backend = \"local\"\nmodel_file = \"model.onnx\"\n".to_string();
     if plugin {
-        toml += &format!("plugin = \"{}\"\n", digits_plugin().display());
+        toml += "plugin = \"plugin.wasm\"\n";
     }
     toml
+}
+
+fn digits_plugin_bytes() -> Vec<u8> {
+    std::fs::read(digits_plugin()).expect("plugins/digits/plugin.wasm")
 }
 
 fn digits_model_bytes() -> Vec<u8> {
@@ -44,6 +48,7 @@ async fn digits_gateway(plugin: bool, watch: &str) -> TestGateway {
         .plugins_config(watch)
         .model("digits", &digits_toml(plugin))
         .file("digits", "model.onnx", digits_model_bytes())
+        .file("digits", "plugin.wasm", digits_plugin_bytes())
         .start()
         .await
         .unwrap()
@@ -108,6 +113,7 @@ async fn concurrent_requests_batch_and_split() {
         .onnx_backend("local")
         .model("digits", &toml)
         .file("digits", "model.onnx", digits_model_bytes())
+        .file("digits", "plugin.wasm", digits_plugin_bytes())
         .start()
         .await
         .unwrap();
@@ -128,11 +134,12 @@ async fn concurrent_requests_batch_and_split() {
 async fn tensors_that_do_not_fit_are_400s() {
     let toml = format!(
         "backend = \"local\"\nmodel_file = \"model.onnx\"\nplugin = \"{}\"\n",
-        fixture("echo").display()
+        wasm("echo")
     );
     let gw = gateway()
         .onnx_backend("local")
         .model("e", &toml)
+        .fixture_plugin("e", "echo")
         .file("e", "model.onnx", digits_model_bytes())
         .start()
         .await

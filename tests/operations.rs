@@ -29,12 +29,13 @@ async fn metrics_count_known_traffic() {
     let backend = fake.clone().start().await.unwrap();
     let echo = format!(
         "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"{}\"\n",
-        fixture("echo").display()
+        wasm("echo")
     );
     let gw = gateway()
         .backend("tfs", &backend.url())
         .model("m", "backend = \"tfs\"\n")
         .model("e", &echo)
+        .fixture_plugin("e", "echo")
         .model(
             "ghost",
             "backend = \"tfs\"\nmodel = \"not-on-the-backend\"\n",

@@ -111,11 +111,12 @@ async fn plugins_shape_request_and_response() {
     let backend = FakeBackend::new([doubler()]).start().await.unwrap();
     let toml = format!(
         "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"{}\"\n",
-        fixture("echo").display()
+        wasm("echo")
     );
     let gw = gateway()
         .backend("tfs", &backend.url())
         .model("echo", &toml)
+        .fixture_plugin("echo", "echo")
         .start()
         .await
         .unwrap();
@@ -135,11 +136,12 @@ async fn status_endpoint() {
     let backend = FakeBackend::new([doubler()]).start().await.unwrap();
     let toml = format!(
         "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"{}\"\n",
-        fixture("echo").display()
+        wasm("echo")
     );
     let gw = gateway()
         .backend("tfs", &backend.url())
         .model("echo", &toml)
+        .fixture_plugin("echo", "echo")
         .start()
         .await
         .unwrap();

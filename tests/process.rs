@@ -92,11 +92,12 @@ async fn json_logs_carry_request_id_model_and_stages() {
     let backend = fake.clone().start().await.unwrap();
     let plugin = format!(
         "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"{}\"\n",
-        fixture("misbehave").display()
+        wasm("misbehave")
     );
     let (dir, config) = gateway()
         .backend("tfs", &backend.url())
         .model("mb", &plugin)
+        .fixture_plugin("mb", "misbehave")
         .write();
     let log_path = dir.path().join("stderr.log");
     let log = std::fs::File::create(&log_path).unwrap();
@@ -150,15 +151,14 @@ async fn json_logs_carry_request_id_model_and_stages() {
 /// model folder logs `removed`, not one `notify::inotify` line per dropped watch.
 #[tokio::test]
 async fn default_logs_are_plain_and_quiet() {
-    let toml = format!(
-        "backend = \"tfs\"\nplugin = \"{}\"\n",
-        fixture("echo").display()
-    );
+    let toml = format!("backend = \"tfs\"\nplugin = \"{}\"\n", wasm("echo"));
     let (dir, config) = gateway()
         .backend("tfs", "http://127.0.0.1:1")
         .plugins_config("debounce_ms = 50")
         .model("keep", &toml)
+        .fixture_plugin("keep", "echo")
         .model("gone", &toml)
+        .fixture_plugin("gone", "echo")
         .write();
     let log_path = dir.path().join("stderr.log");
     let log = std::fs::File::create(&log_path).unwrap();

@@ -39,10 +39,7 @@ fn model_dir(config: &Path, model: &str) -> PathBuf {
 }
 
 fn plugin_toml(fixture_name: &str) -> String {
-    format!(
-        "backend = \"tfs\"\nplugin = \"{}\"\n",
-        fixture(fixture_name).display()
-    )
+    format!("backend = \"tfs\"\nplugin = \"{}\"\n", wasm(fixture_name))
 }
 
 /// The echo plugin's request: it sends input `x` = [[0.5, 1.5]] with context "c".
@@ -59,6 +56,7 @@ fn matching_samples_pass() {
     let (_dir, config) = gateway()
         .backend("tfs", "http://127.0.0.1:1")
         .model("echo", &plugin_toml("echo"))
+        .fixture_plugin("echo", "echo")
         .write();
     let echo = model_dir(&config, "echo");
     let pre = r#"{"inputs": {"x": {"dtype": "f32", "values": [[0.5, 1.5]]}}, "context": "c"}"#;
@@ -100,6 +98,7 @@ fn a_wrong_expectation_fails_with_a_diff() {
     let (_dir, config) = gateway()
         .backend("tfs", "http://127.0.0.1:1")
         .model("echo", &plugin_toml("echo"))
+        .fixture_plugin("echo", "echo")
         .write();
     let echo = model_dir(&config, "echo");
     let pre = r#"{"inputs": {"x": {"dtype": "f32", "shape": [1, 2], "values": [0.5, 2.5]}}}"#;
@@ -151,6 +150,7 @@ fn misbehaving_plugins_fail_their_samples() {
     let (_dir, config) = gateway()
         .backend("tfs", "http://127.0.0.1:1")
         .model("misbehave", &toml)
+        .fixture_plugin("misbehave", "misbehave")
         .write();
     let dir = model_dir(&config, "misbehave");
     let outputs = r#"{"outputs": {"y": {"dtype": "f32", "values": [[1]]}}}"#;
@@ -208,6 +208,7 @@ fn an_unreadable_sample_names_its_file() {
     let (_dir, config) = gateway()
         .backend("tfs", "http://127.0.0.1:1")
         .model("echo", &plugin_toml("echo"))
+        .fixture_plugin("echo", "echo")
         .write();
     let echo = model_dir(&config, "echo");
     sample(
@@ -236,11 +237,9 @@ fn one_folder_checks_without_a_gateway_toml() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("scorer");
     std::fs::create_dir_all(&model).unwrap();
-    let toml = format!(
-        "backend = \"nowhere\"\npre = \"{}\"\n",
-        fixture("pre-only").display()
-    );
+    let toml = format!("backend = \"nowhere\"\npre = \"{}\"\n", wasm("pre-only"));
     std::fs::write(model.join("model.toml"), toml).unwrap();
+    std::fs::copy(fixture("pre-only"), model.join(wasm("pre-only"))).unwrap();
     sample(
         &model,
         "two",
@@ -272,6 +271,7 @@ fn samples_do_not_change_the_reload_fingerprint() {
     let (_dir, path) = gateway()
         .backend("tfs", "http://127.0.0.1:1")
         .model("echo", &plugin_toml("echo"))
+        .fixture_plugin("echo", "echo")
         .write();
     let config = infergate::GatewayConfig::load(&path).unwrap();
     let echo = model_dir(&path, "echo");

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{BackendConfig, ConfigError, GatewayConfig, read_toml};
+use super::{BackendConfig, ConfigError, GatewayConfig, parse_toml};
 use crate::plugin::ShareConfig;
 
 /// One model folder's `model.toml`.
@@ -260,19 +260,32 @@ impl ModelConfig {
     /// `infergate check --model` checks a folder this way.
     pub fn read(dir: &Path) -> Result<Self, ConfigError> {
         let path = dir.join("model.toml");
-        let mut config: ModelConfig = read_toml(&path)?;
-        for file in [
-            &mut config.plugin,
-            &mut config.pre,
-            &mut config.post,
-            &mut config.warmup,
-            &mut config.model_file,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            if file.is_relative() {
-                *file = lexically_normal(&dir.join(&*file));
+        // model.toml may itself be a link (a ConfigMap's are); it must stay in the folder
+        // too, or a parse error would quote another file's lines.
+        if let Err(message) = confined(dir, "model.toml", Path::new("model.toml")) {
+            return Err(ConfigError::invalid(&path, message));
+        }
+        let text = std::fs::read_to_string(&path).map_err(|cause| ConfigError::Read {
+            path: path.clone(),
+            cause,
+        })?;
+        Self::parse(dir, &text)
+    }
+
+    /// [`ModelConfig::read`] from the text of `<dir>/model.toml`: parses it, confines every
+    /// file it names to the folder, resolves them against it, and validates.
+    pub fn parse(dir: &Path, text: &str) -> Result<Self, ConfigError> {
+        let path = dir.join("model.toml");
+        let mut config: ModelConfig = parse_toml(&path, text)?;
+        for (key, file) in [
+            ("plugin", &mut config.plugin),
+            ("pre", &mut config.pre),
+            ("post", &mut config.post),
+            ("warmup", &mut config.warmup),
+            ("model_file", &mut config.model_file),
+        ] {
+            if let Some(file) = file {
+                *file = confined(dir, key, file).map_err(|m| ConfigError::invalid(&path, m))?;
             }
         }
         config.validate(&path)?;
@@ -462,6 +475,47 @@ impl ModelConfig {
         }
         Ok(())
     }
+}
+
+/// `file` (the value of `key` in `<dir>/model.toml`) as a path in `dir`, if it stays inside
+/// the folder: the folder is what a model's author ships, and it must not reach the host's
+/// files. So the path must be relative, must not climb out with `..`, and once symbolic links
+/// are resolved must still lie inside the folder (itself resolved: the folder may be a link,
+/// as in a ConfigMap holding several folders). Kubernetes' ConfigMap layout — files linked
+/// into `..data/`, itself a link to a timestamped folder beside it — stays inside and works.
+/// A file that doesn't exist passes here; `validate` reports it. The message never shows
+/// where a link leads (it may be read on the public listener); the log does.
+fn confined(dir: &Path, key: &str, file: &Path) -> Result<PathBuf, String> {
+    use std::path::Component;
+    let written = file.display();
+    if file.has_root() || file.is_absolute() {
+        return Err(format!(
+            "`{key} = \"{written}\"` is an absolute path; name a file inside the model folder, \
+             relative to it"
+        ));
+    }
+    let normal = lexically_normal(file);
+    if normal.components().next() == Some(Component::ParentDir) {
+        return Err(format!(
+            "`{key} = \"{written}\"` climbs out of the model folder with `..`; name a file \
+             inside it"
+        ));
+    }
+    let joined = dir.join(&normal);
+    if let (Ok(real), Ok(root)) = (joined.canonicalize(), dir.canonicalize())
+        && !real.starts_with(&root)
+    {
+        tracing::warn!(
+            folder = %dir.display(),
+            "`{key} = \"{written}\"` resolves to {}, outside the model folder",
+            real.display()
+        );
+        return Err(format!(
+            "`{key} = \"{written}\"` leads outside the model folder through a symbolic link; \
+             put the file itself in the folder"
+        ));
+    }
+    Ok(joined)
 }
 
 /// `a/b/../c` as `a/c`: the path a person would write, for messages and status output.

@@ -143,6 +143,43 @@ fn is_gateway_header(name: &HeaderName) -> bool {
     ) || name.starts_with("proxy-")
 }
 
+/// A plugin's output tensor as plain parts: name, dtype, shape, data, strings.
+pub type RawTensor = (String, DType, Vec<i64>, Vec<u8>, Vec<Vec<u8>>);
+
+/// [`prepared_from_wit`] on plain parts: the checks a preprocessor's output passes, for
+/// fuzzing and tests, which can't build the generated WIT types.
+pub fn check_prepared(inputs: Vec<RawTensor>, context: Vec<u8>) -> Result<Prepared, String> {
+    let inputs = inputs
+        .into_iter()
+        .map(|(name, dtype, shape, data, strings)| {
+            let dtype = dtype_to_wit(dtype);
+            (
+                name,
+                wit::Tensor {
+                    dtype,
+                    shape,
+                    data,
+                    strings,
+                },
+            )
+        })
+        .collect();
+    prepared_from_wit(wit::Prepared { inputs, context })
+}
+
+/// [`response_from_wit`] on plain parts: the checks a postprocessor's output passes.
+pub fn check_response(
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+) -> Result<Reply, String> {
+    response_from_wit(wit::Response {
+        status,
+        headers,
+        body,
+    })
+}
+
 pub(super) fn dtype_to_wit(dtype: DType) -> Dtype {
     match dtype {
         DType::F16 => Dtype::F16,

@@ -165,6 +165,36 @@ impl Doc {
         self.is_object(i) && self.b64(i).is_none()
     }
 
+    /// The value at `i` as a `serde_json::Value`: the reader's view of the document, for
+    /// the differential test against serde_json and the fuzz target. Non-finite numbers,
+    /// which `Value` can't hold, read as null; a number serde_json can't represent (`1e400`)
+    /// is an error, as it is for serde_json.
+    pub(super) fn to_value(&self, i: usize) -> Result<serde_json::Value, String> {
+        use serde_json::Value;
+        Ok(match self.tok(i) {
+            Tok::Null | Tok::NonFinite(_) => Value::Null,
+            Tok::Bool(b) => Value::Bool(b),
+            Tok::Num { start, end, .. } => {
+                let text = self.text.get(start..end).unwrap_or_default();
+                serde_json::from_str(text).map_err(|e| format!("number {text}: {e}"))?
+            }
+            Tok::Str { .. } => Value::String(self.string(i).unwrap_or_default().into_owned()),
+            Tok::Array { .. } => Value::Array(
+                self.elements(i)
+                    .map(|e| self.to_value(e))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Tok::Object { .. } => {
+                let mut map = serde_json::Map::new();
+                for (key, value) in self.members(i) {
+                    let key = self.string(key).unwrap_or_default().into_owned();
+                    map.insert(key, self.to_value(value)?);
+                }
+                Value::Object(map)
+            }
+        })
+    }
+
     /// A value as the client wrote it, shortened, for error messages.
     pub(super) fn describe(&self, i: usize) -> String {
         match self.tok(i) {

@@ -32,6 +32,11 @@ pub fn fixture(name: &str) -> PathBuf {
     path
 }
 
+/// The file name a fixture plugin is copied to in a model folder: `<name>.wasm`.
+pub fn wasm(name: &str) -> String {
+    format!("{name}.wasm")
+}
+
 /// The example digits plugin.
 pub fn digits_plugin() -> PathBuf {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("plugins/digits/plugin.wasm");
@@ -110,6 +115,13 @@ impl GatewayBuilder {
     pub fn file(mut self, model: &str, file: &str, bytes: impl Into<Vec<u8>>) -> Self {
         self.files.push((model.into(), file.into(), bytes.into()));
         self
+    }
+
+    /// Copies fixture plugin `name` into model folder `model` as `<name>.wasm` (see [`wasm`]):
+    /// a model.toml may name only files inside its own folder.
+    pub fn fixture_plugin(self, model: &str, name: &str) -> Self {
+        let bytes = std::fs::read(fixture(name)).expect("fixture plugin");
+        self.file(model, &wasm(name), bytes)
     }
 
     /// A model folder `name` whose `model.toml` is `toml`.
