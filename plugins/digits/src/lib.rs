@@ -7,18 +7,20 @@
 //! ```
 //!
 //! - preprocess: decodes the body (any size), converts it to 8-bit grayscale, resizes it to
-//!   28x28 with a bilinear (triangle) filter when it is not already that size, and sends input
-//!   `image`, f32 `[1, 28, 28, 1]` = pixel / 255 — exactly what the model was trained on
+//!   28x28 with a bilinear filter when it is not already that size, and sends input `image`,
+//!   f32 `[1, 28, 28, 1]` = pixel / 255 — exactly what the model was trained on
 //!   (Pillow-decoded pixels divided by 255). Query parameter `k` (1..=10, default 3) and the
-//!   model name travel to postprocess in the context.
+//!   model name travel to postprocess in the context. In the gateway (wasm) the decode,
+//!   resize and normalize are the gateway's native ops (`infergate_sdk::ops`, Pillow's
+//!   bilinear exactly); compiled natively (unit tests, `bench/micro.rs`) the SDK's `image`
+//!   feature does the same steps.
 //! - postprocess: reads output `probabilities`, f32 `[rows, 10]`, and answers
 //!   `{"model": …, "predictions": [{"label": "7", "score": 0.98}, …]}` with the k best labels,
 //!   highest score first. Scores are the f32 values widened to f64, so they print exactly.
 //!   For more than one row, `predictions` holds one such list per row.
 
-use infergate_sdk::image::{self, Normalize};
 use infergate_sdk::serde_json::{self, Value, json};
-use infergate_sdk::{Outputs, PluginError, Prepared, Request, Response};
+use infergate_sdk::{Outputs, PluginError, Prepared, Request, Response, Tensor};
 
 /// Class names in the model's output order; the same list as `models/digits/labels.txt`.
 const LABELS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
@@ -30,19 +32,44 @@ const DEFAULT_K: usize = 3;
 /// The `preprocess` export; public so `bench/micro.rs` can time it compiled natively.
 pub fn preprocess(req: Request) -> Result<Prepared, PluginError> {
     let k = requested_k(&req)?;
-    let img = image::decode_gray(&req.body).map_err(|e| {
-        PluginError::bad_request(format!(
-            "could not decode the image: {e}; send a PNG or JPEG image as the request body"
-        ))
-    })?;
-    // `resize` leaves an image that is already 28x28 untouched, so the pixels of a 28x28
-    // upload reach the model exactly. Others are resampled with the bilinear Triangle filter.
-    let img = img.resize(SIZE, SIZE);
-    let input = img
-        .to_tensor(&Normalize::unit())
-        .map_err(PluginError::internal)?;
+    let input = pixels(&req.body)?;
     let context = json!({ "model": req.model, "k": k }).to_string();
     Ok(Prepared::new().input("image", input).context(context))
+}
+
+/// The body as the model's input, f32 `[1, 28, 28, 1]` = pixel / 255, by the gateway's native
+/// ops. `resize` leaves an image that is already 28x28 untouched, so the pixels of a 28x28
+/// upload reach the model exactly.
+#[cfg(target_arch = "wasm32")]
+fn pixels(body: &[u8]) -> Result<Tensor, PluginError> {
+    use infergate_sdk::ops::{self, Color, DecodeLimits, Filter, Layout};
+    // The bounds the SDK's `image` decoder applies natively, so both builds refuse alike.
+    let limits = DecodeLimits {
+        max_width: 8192,
+        max_height: 8192,
+        max_pixels: 8192 * 8192,
+    };
+    let img =
+        ops::decode_image(body, Color::Gray, Layout::Hwc, Some(limits)).map_err(undecodable)?;
+    let img = ops::resize(&img, Layout::Hwc, SIZE, SIZE, Filter::Bilinear)?;
+    Ok(ops::normalize(&img, Layout::Hwc, 1.0, &[], &[255.0])?.reshape([1, 28, 28, 1])?)
+}
+
+/// The same steps compiled natively (the ops exist only inside the gateway), with the SDK's
+/// `image` feature: Pillow's decode; a bilinear resize that may round one level differently.
+#[cfg(not(target_arch = "wasm32"))]
+fn pixels(body: &[u8]) -> Result<Tensor, PluginError> {
+    use infergate_sdk::image::{self, Normalize};
+    let img = image::decode_gray(body).map_err(undecodable)?;
+    img.resize(SIZE, SIZE)
+        .to_tensor(&Normalize::unit())
+        .map_err(PluginError::internal)
+}
+
+fn undecodable(e: impl std::fmt::Display) -> PluginError {
+    PluginError::bad_request(format!(
+        "could not decode the image: {e}; send a PNG or JPEG image as the request body"
+    ))
 }
 
 /// The `postprocess` export.
