@@ -115,7 +115,9 @@ impl Tensor {
             });
         };
         let expected = element_count(&shape)?;
-        if data.len() != expected * size {
+        // Checked: a plugin's output declares any shape, and a product that wrapped could
+        // match a short buffer (`[1 << 62]` f32 is 2^64 bytes, 0 once wrapped).
+        if expected.checked_mul(size) != Some(data.len()) {
             return Err(TensorError::ElementCount {
                 dtype,
                 shape,
@@ -372,6 +374,24 @@ mod tests {
             err.to_string(),
             "shape [2, 2] holds 4 f32 elements but 3 were given"
         );
+    }
+
+    /// A shape whose byte size overflows is refused, not wrapped into a match with a short
+    /// buffer (found by the `plugin_output` fuzz target: `[1 << 62]` f32 with no data).
+    #[test]
+    fn from_bytes_refuses_a_byte_size_past_usize() {
+        for (dtype, shape) in [
+            (DType::F32, vec![1i64 << 62]),
+            (DType::F64, vec![1 << 61]),
+            (DType::I16, vec![1 << 62, 2]),
+            (DType::U64, vec![i64::MAX, i64::MAX]),
+        ] {
+            let err = Tensor::from_bytes(dtype, shape.clone(), Bytes::new()).unwrap_err();
+            assert!(
+                matches!(err, TensorError::ElementCount { given: 0, .. }),
+                "{dtype} {shape:?}: {err}"
+            );
+        }
     }
 
     /// String tensors slice by element, not by byte.
