@@ -153,7 +153,15 @@ pub fn check_prepared(inputs: Vec<RawTensor>, context: Vec<u8>) -> Result<Prepar
         .into_iter()
         .map(|(name, dtype, shape, data, strings)| {
             let dtype = dtype_to_wit(dtype);
-            (name, wit::Tensor { dtype, shape, data, strings })
+            (
+                name,
+                wit::Tensor {
+                    dtype,
+                    shape,
+                    data,
+                    strings,
+                },
+            )
         })
         .collect();
     prepared_from_wit(wit::Prepared { inputs, context })
