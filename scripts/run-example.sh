@@ -3,7 +3,8 @@
 #
 #   scripts/run-example.sh             # zero setup: the model runs inside the gateway (the
 #                                      # embedded onnx backend, plugins/digits/model.onnx);
-#                                      # needs only the Rust toolchain
+#                                      # needs only the Rust toolchain and Python 3 (the
+#                                      # Python example plugin's venv)
 #   scripts/run-example.sh tfserving   # the same model through TensorFlow Serving: starts a
 #                                      # TF-Serving-compatible gRPC server running real
 #                                      # TensorFlow (Python venv) on 127.0.0.1:8500; with

@@ -21,10 +21,7 @@ fn check(config: &std::path::Path) -> (bool, String) {
 /// A valid config: every model listed with its plugin digests; nothing is dialled.
 #[test]
 fn check_reports_a_valid_config() {
-    let toml = format!(
-        "backend = \"tfs\"\nplugin = \"{}\"\n",
-        wasm("echo")
-    );
+    let toml = format!("backend = \"tfs\"\nplugin = \"{}\"\n", wasm("echo"));
     let (_dir, path) = gateway()
         .backend("tfs", "http://127.0.0.1:1")
         .model("echo", &toml)
@@ -41,10 +38,7 @@ fn check_reports_a_valid_config() {
 /// A broken model folder fails the check, naming the folder, the file and the reason.
 #[test]
 fn check_names_what_is_broken() {
-    let toml = format!(
-        "backend = \"tfs\"\nplugin = \"{}\"\n",
-        wasm("pre-only")
-    );
+    let toml = format!("backend = \"tfs\"\nplugin = \"{}\"\n", wasm("pre-only"));
     let (_dir, path) = gateway()
         .backend("tfs", "http://127.0.0.1:1")
         .model("half", &toml)
@@ -112,13 +106,11 @@ fn check_prints_plain_paths_and_no_colour() {
 /// it from the cache (compiling nothing) and leaves it as it was.
 #[test]
 fn check_warms_the_compile_cache_for_serve() {
-    let toml = format!(
-        "backend = \"tfs\"\nplugin = \"{}\"\n",
-        fixture("echo").display()
-    );
+    let toml = format!("backend = \"tfs\"\nplugin = \"{}\"\n", wasm("echo"));
     let (dir, path) = gateway()
         .backend("tfs", "http://127.0.0.1:1")
         .model("echo", &toml)
+        .fixture_plugin("echo", "echo")
         .write();
     let artifacts = || {
         let mut found: Vec<_> = std::fs::read_dir(dir.path().join("cache"))

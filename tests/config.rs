@@ -136,3 +136,101 @@ min_per_second = 0
     // TLS files are relative to gateway.toml.
     assert_eq!(tfs.tls.as_ref().unwrap().ca, dir.path().join("ca.pem"));
 }
+
+/// A model folder stays inside itself once links are resolved: a file, a folder or model.toml
+/// that links out is refused naming the key, and the message doesn't say where the link goes
+/// (it may be read on the public listener). Kubernetes' ConfigMap layout (files linked into
+/// `..data`, itself a link to a timestamped folder beside them) loads, whether the ConfigMap
+/// is one model folder or the whole plugins directory (the folder is then itself a link).
+#[test]
+fn model_folder_links_stay_inside() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let outside = dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("x.wasm"), b"not read").unwrap();
+    std::fs::write(outside.join("model.toml"), "backend = \"tfs\"\n").unwrap();
+    let plugins = dir.path().join("plugins");
+    let folder = |name: &str, toml: Option<&str>| {
+        let path = plugins.join(name);
+        std::fs::create_dir_all(&path).unwrap();
+        if let Some(toml) = toml {
+            std::fs::write(path.join("model.toml"), toml).unwrap();
+        }
+        path
+    };
+    let refused = |path: &Path, key: &str| {
+        let error = ModelConfig::read(path)
+            .err()
+            .unwrap_or_else(|| panic!("{} loaded", path.display()))
+            .to_string();
+        assert!(error.contains(&format!("`{key} = ")), "{error}");
+        assert!(error.contains("outside the model folder"), "{error}");
+        assert!(!error.contains("outside/"), "{error}");
+    };
+
+    let linked_file = folder(
+        "linked-file",
+        Some("backend = \"tfs\"\nplugin = \"plugin.wasm\"\n"),
+    );
+    symlink(outside.join("x.wasm"), linked_file.join("plugin.wasm")).unwrap();
+    refused(&linked_file, "plugin");
+
+    let linked_dir = folder(
+        "linked-dir",
+        Some("backend = \"tfs\"\npre = \"lib/x.wasm\"\n"),
+    );
+    symlink(&outside, linked_dir.join("lib")).unwrap();
+    refused(&linked_dir, "pre");
+
+    let linked_toml = folder("linked-toml", None);
+    symlink(outside.join("model.toml"), linked_toml.join("model.toml")).unwrap();
+    refused(&linked_toml, "model.toml");
+
+    // `..` that stays inside is fine.
+    let inside = folder(
+        "inside",
+        Some("backend = \"tfs\"\npre = \"sub/../pre.wasm\"\n"),
+    );
+    std::fs::write(inside.join("pre.wasm"), b"").unwrap();
+    let config = ModelConfig::read(&inside).unwrap();
+    assert_eq!(
+        config.pre.as_deref(),
+        Some(inside.join("pre.wasm").as_path())
+    );
+
+    // One model folder as a ConfigMap volume.
+    let configmap = folder("configmap", None);
+    let data = configmap.join("..2026_12_02_10_00_00.1");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(
+        data.join("model.toml"),
+        "backend = \"tfs\"\nplugin = \"plugin.wasm\"\n",
+    )
+    .unwrap();
+    std::fs::write(data.join("plugin.wasm"), b"").unwrap();
+    symlink("..2026_12_02_10_00_00.1", configmap.join("..data")).unwrap();
+    for file in ["model.toml", "plugin.wasm"] {
+        symlink(format!("..data/{file}"), configmap.join(file)).unwrap();
+    }
+    let config = ModelConfig::read(&configmap).unwrap();
+    assert_eq!(
+        config.plugin.as_deref(),
+        Some(configmap.join("plugin.wasm").as_path())
+    );
+
+    // The whole plugins directory as one ConfigMap (items with paths `digits/...`): the
+    // model folder is itself a link into `..data`.
+    let volume = dir.path().join("volume");
+    let data = volume.join("..2026_12_02_10_00_00.2/digits");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(
+        data.join("model.toml"),
+        "backend = \"tfs\"\nplugin = \"plugin.wasm\"\n",
+    )
+    .unwrap();
+    std::fs::write(data.join("plugin.wasm"), b"").unwrap();
+    symlink("..2026_12_02_10_00_00.2", volume.join("..data")).unwrap();
+    symlink("..data/digits", volume.join("digits")).unwrap();
+    ModelConfig::read(&volume.join("digits")).unwrap();
+}

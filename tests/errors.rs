@@ -322,10 +322,7 @@ fn split_response(raw: &str) -> (&str, &str) {
 #[tokio::test]
 async fn plugin_missing_export_refuses_to_load() {
     let backend = FakeBackend::new([doubler()]).start().await.unwrap();
-    let toml = format!(
-        "backend = \"tfs\"\nplugin = \"{}\"\n",
-        wasm("pre-only")
-    );
+    let toml = format!("backend = \"tfs\"\nplugin = \"{}\"\n", wasm("pre-only"));
     let err = gateway()
         .backend("tfs", &backend.url())
         .model("p", &toml)
@@ -368,10 +365,7 @@ async fn backend_down_is_503() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let toml = format!(
-        "backend = \"tfs\"\nplugin = \"{}\"\n",
-        wasm("misbehave")
-    );
+    let toml = format!("backend = \"tfs\"\nplugin = \"{}\"\n", wasm("misbehave"));
     let gw = gateway()
         .backend("tfs", &format!("http://127.0.0.1:{port}"))
         .model("p", &toml)

@@ -31,22 +31,22 @@ const BAD_BEHAVIOURS: [&str; 4] = ["loop", "grow", "trap", "post-huge-body"];
 
 async fn two_models() -> (FakeServer, TestGateway) {
     let backend = FakeBackend::new([identity()]).start().await.unwrap();
-    let plugin = fixture("misbehave");
+    let plugin = wasm("misbehave");
     // Both models get one core and explicit slots, so the test means the same on any machine.
     // The bad model's deadline leaves a memory bomb time to reach its cap (a 500) even on a
     // machine busy with other work, where 100 ms was too little.
     let good = format!(
-        "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"{}\"\n[limits]\nmax_concurrent_calls = 4\nmax_running_calls = 1\n",
-        plugin.display()
+        "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"{plugin}\"\n[limits]\nmax_concurrent_calls = 4\nmax_running_calls = 1\n",
     );
     let bad = format!(
-        "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"{}\"\n[limits]\ntimeout_ms = 400\nmax_concurrent_calls = {BAD_SLOTS}\nmax_running_calls = 1\n",
-        plugin.display()
+        "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"{plugin}\"\n[limits]\ntimeout_ms = 400\nmax_concurrent_calls = {BAD_SLOTS}\nmax_running_calls = 1\n",
     );
     let gw = gateway()
         .backend("tfs", &backend.url())
         .model("good", &good)
         .model("bad", &bad)
+        .fixture_plugin("good", "misbehave")
+        .fixture_plugin("bad", "misbehave")
         .start()
         .await
         .unwrap();
@@ -300,12 +300,13 @@ async fn a_full_model_waits_then_refuses_with_503() {
     let backend = FakeBackend::new([identity()]).start().await.unwrap();
     let toml = format!(
         "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"{}\"\n[limits]\ntimeout_ms = 2000\nmax_concurrent_calls = 1\nmax_running_calls = 1\n",
-        fixture("misbehave").display()
+        wasm("misbehave")
     );
     let gw = Arc::new(
         gateway()
             .backend("tfs", &backend.url())
             .model("p", &toml)
+            .fixture_plugin("p", "misbehave")
             .start()
             .await
             .unwrap(),
@@ -365,9 +366,9 @@ async fn models(specs: &[(&str, &str)]) -> (FakeServer, TestGateway) {
     for (name, extra) in specs {
         let toml = format!(
             "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"{}\"\n{extra}",
-            fixture("misbehave").display()
+            wasm("misbehave")
         );
-        builder = builder.model(name, &toml);
+        builder = builder.model(name, &toml).fixture_plugin(name, "misbehave");
     }
     (backend, builder.start().await.unwrap())
 }
@@ -494,11 +495,10 @@ async fn idle_instances_give_their_slots_to_waiting_calls() {
 async fn idle_instances_give_the_pool_to_other_models() {
     let _serial = SERIAL.lock().await;
     let backend = FakeBackend::new([identity()]).start().await.unwrap();
-    let plugin = fixture("misbehave");
+    let plugin = wasm("misbehave");
     let model = |extra: &str| {
         format!(
-            "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"{}\"\n[limits]\ntimeout_ms = 1000\nmax_concurrent_calls = 2\nmax_running_calls = 1\n{extra}",
-            plugin.display()
+            "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"{plugin}\"\n[limits]\ntimeout_ms = 1000\nmax_concurrent_calls = 2\nmax_running_calls = 1\n{extra}",
         )
     };
     let gw = gateway()
@@ -506,6 +506,8 @@ async fn idle_instances_give_the_pool_to_other_models() {
         .plugins_config("max_instances = 2")
         .model("warm", &model("[reuse]\nmax_calls = 100\n"))
         .model("other", &model(""))
+        .fixture_plugin("warm", "misbehave")
+        .fixture_plugin("other", "misbehave")
         .start()
         .await
         .unwrap();

@@ -151,10 +151,7 @@ async fn json_logs_carry_request_id_model_and_stages() {
 /// model folder logs `removed`, not one `notify::inotify` line per dropped watch.
 #[tokio::test]
 async fn default_logs_are_plain_and_quiet() {
-    let toml = format!(
-        "backend = \"tfs\"\nplugin = \"{}\"\n",
-        wasm("echo")
-    );
+    let toml = format!("backend = \"tfs\"\nplugin = \"{}\"\n", wasm("echo"));
     let (dir, config) = gateway()
         .backend("tfs", "http://127.0.0.1:1")
         .plugins_config("debounce_ms = 50")

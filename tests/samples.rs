@@ -39,10 +39,7 @@ fn model_dir(config: &Path, model: &str) -> PathBuf {
 }
 
 fn plugin_toml(fixture_name: &str) -> String {
-    format!(
-        "backend = \"tfs\"\nplugin = \"{}\"\n",
-        wasm(fixture_name)
-    )
+    format!("backend = \"tfs\"\nplugin = \"{}\"\n", wasm(fixture_name))
 }
 
 /// The echo plugin's request: it sends input `x` = [[0.5, 1.5]] with context "c".
@@ -240,10 +237,7 @@ fn one_folder_checks_without_a_gateway_toml() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("scorer");
     std::fs::create_dir_all(&model).unwrap();
-    let toml = format!(
-        "backend = \"nowhere\"\npre = \"{}\"\n",
-        wasm("pre-only")
-    );
+    let toml = format!("backend = \"nowhere\"\npre = \"{}\"\n", wasm("pre-only"));
     std::fs::write(model.join("model.toml"), toml).unwrap();
     std::fs::copy(fixture("pre-only"), model.join(wasm("pre-only"))).unwrap();
     sample(

@@ -535,11 +535,9 @@ async fn plugins_are_skipped_for_tensor_protocols() {
         .backend("tfs", &server.url())
         .model(
             "m",
-            &format!(
-                "backend = \"tfs\"\nplugin = \"{}\"\n",
-                fixture("echo").display()
-            ),
+            &format!("backend = \"tfs\"\nplugin = \"{}\"\n", wasm("echo")),
         )
+        .fixture_plugin("m", "echo")
         .start()
         .await
         .unwrap();

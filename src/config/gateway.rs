@@ -360,10 +360,12 @@ pub enum EndpointSpec {
 }
 
 impl EndpointSpec {
-    /// Parses one entry; `tls` says whether `[tls]` is configured (then URLs are `https://`).
+    /// Parses one entry; `tls` says whether the backend has a `tls` table (then URLs are
+    /// `https://`).
     /// The error says what a valid entry looks like.
     pub fn parse(endpoint: &str, tls: bool) -> Result<Self, String> {
-        let like = "like http://host:8500, https://host:8500 (with [tls]) or dns://name:8500";
+        let like =
+            "like http://host:8500, https://host:8500 (with a `tls` table) or dns://name:8500";
         let uri = endpoint
             .parse::<http::Uri>()
             .ok()
@@ -386,10 +388,10 @@ impl EndpointSpec {
                 Ok(EndpointSpec::Dns { host, port })
             }
             Some("http") if tls => Err(format!(
-                "`{endpoint}` is plain http:// but [tls] is set: write https://{authority}"
+                "`{endpoint}` is plain http:// but this backend has a `tls` table: write https://{authority}"
             )),
             Some("https") if !tls => Err(format!(
-                "`{endpoint}` is https:// but there is no [tls] table: add one with `ca = \"<ca.pem>\"`"
+                "`{endpoint}` is https:// but this backend has no `tls` table: add one with `ca = \"<ca.pem>\"`"
             )),
             Some("http" | "https") => Ok(EndpointSpec::Url {
                 url: format!("{}://{authority}", uri.scheme_str().unwrap_or_default()),

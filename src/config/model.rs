@@ -511,8 +511,8 @@ fn confined(dir: &Path, key: &str, file: &Path) -> Result<PathBuf, String> {
             real.display()
         );
         return Err(format!(
-            "`{key} = \"{written}\"` is a symbolic link to a file outside the model folder; put \
-             the file itself in the folder"
+            "`{key} = \"{written}\"` leads outside the model folder through a symbolic link; \
+             put the file itself in the folder"
         ));
     }
     Ok(joined)

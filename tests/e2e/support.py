@@ -15,6 +15,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -190,6 +191,10 @@ class Gateway:
         return requests.post(self.url + path, **kw)
 
 
+# model.toml keys that name a file in the model folder.
+FILE_KEYS = {"plugin", "pre", "post", "model_file", "warmup"}
+
+
 def start_gateway(config_dir, name, endpoint, routes, timeout_ms=10000, backends=""):
     """Write gateway.toml and one folder per route, start `infergate serve`.
 
@@ -229,6 +234,13 @@ def start_gateway(config_dir, name, endpoint, routes, timeout_ms=10000, backends
         keys = dict(keys)
         extra = keys.pop("_toml", "")
         backend = keys.pop("backend", "tfs")
+        # A model folder may only name files inside itself: files given as paths elsewhere
+        # (the built plugin, the ONNX model) are copied in and named relative to it.
+        for key in FILE_KEYS & keys.keys():
+            source = Path(keys[key])
+            if source.is_absolute():
+                shutil.copyfile(source, folder / source.name)
+                keys[key] = source.name
         body = f'backend = "{backend}"\nsignature = "serving_default"\n'
         body += "".join(f"{k} = {toml_str(v)}\n" for k, v in keys.items())
         body += extra
