@@ -377,7 +377,7 @@ mod tests {
     }
 
     /// A shape whose byte size overflows is refused, not wrapped into a match with a short
-    /// buffer (found by the `plugin_output` fuzz target: `[1 << 62]` f32 with no data).
+    /// buffer: a plugin output the `plugin_output` fuzz target builds, `[1 << 62]` f32, no data.
     #[test]
     fn from_bytes_refuses_a_byte_size_past_usize() {
         for (dtype, shape) in [
