@@ -6,12 +6,15 @@
 //! - [`Provider`]: a configured `[backends.<name>]`, which gives each route its [`Backend`].
 //! - [`endpoints`]: the replicas behind a gRPC backend (discovery, balancing, health,
 //!   failover), shared by every tonic-based kind.
+//! - `grpc`: what those kinds share on top of it (the pool from the config keys, one RPC with
+//!   its errors mapped, the per-route handle that registers the route's model).
 //! - `counted`: the wrapper every route's backend sits in, counting its failures once.
 //! - `recorded`: a backend that answers from a sample's recorded outputs (`infergate check`).
 //! - `metadata`: what backends report (versions, signatures) and its TF Serving JSON.
 
 mod counted;
 pub mod endpoints;
+mod grpc;
 pub mod kserve_v2;
 pub mod metadata;
 pub mod onnx;
@@ -163,7 +166,7 @@ pub fn from_config(
     Ok(match config {
         BackendConfig::Tfserving(tfs) => Arc::new(TfServing::new(name, tfs, metrics.clone())?),
         BackendConfig::Onnx(onnx) => Arc::new(OnnxEngine::new(name, onnx)?),
-        BackendConfig::KserveV2(v2) => Arc::new(KserveV2::new(name, v2)?),
+        BackendConfig::KserveV2(v2) => Arc::new(KserveV2::new(name, v2, metrics.clone())?),
     })
 }
 

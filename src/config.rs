@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 
 pub use auth::{AuthConfig, KeyConfig, KeysFile};
 pub use gateway::{
-    BackendConfig, BackendTlsConfig, EndpointSpec, GatewayConfig, HealthConfig, KserveV2Config,
-    OnnxConfig, PluginsConfig, RetryConfig, ServerConfig, TfServingConfig, TlsConfig, WatchMode,
+    BackendConfig, BackendTlsConfig, EndpointSpec, GatewayConfig, GrpcBackendConfig, HealthConfig,
+    KserveV2Config, OnnxConfig, PluginsConfig, RetryConfig, ServerConfig, TfServingConfig,
+    TlsConfig, WatchMode,
 };
 pub use model::{BatchingConfig, LimitsConfig, ModelConfig};
 

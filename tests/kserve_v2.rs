@@ -132,3 +132,70 @@ async fn errors_map_like_tfserving() {
         .await;
     assert_eq!(reply.status, 400, "{}", reply.text());
 }
+
+/// A kserve_v2 backend runs on the same endpoint pool as tfserving: with one of two replicas
+/// refusing connections every request is still answered (failover to the live one, then the
+/// dead one ejected), `/readyz` is 200 for a model the live server serves, and 503 naming the
+/// backend for a route whose model no replica has (`ModelReady` health checks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_replica_fails_over_and_readyz_follows_model_ready() {
+    let fake = FakeBackend::new([doubler()]);
+    let server = fake.clone().start().await.unwrap();
+    let upstream = gateway()
+        .backend("tfs", &server.url())
+        .model("m", "backend = \"tfs\"\n")
+        .start()
+        .await
+        .unwrap();
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let front = gateway()
+        .backend_config(
+            "v2",
+            &format!(
+                "kind = \"kserve_v2\"\nendpoints = [\"http://{dead}\", \"{}\"]\n\
+                 timeout_ms = 5000\n[backends.v2.health]\ninterval_ms = 100\n",
+                upstream.url
+            ),
+        )
+        .model("d", "backend = \"v2\"\nmodel = \"m\"\n")
+        .start()
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        let reply = front
+            .post("/v1/models/d:predict", r#"{"instances": [[1.0, 2.0]]}"#)
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.json(), json!({ "predictions": [[2.0, 4.0]] }));
+    }
+    eventually(30, "readyz 200 with one live replica", || async {
+        front.get("/readyz").await.status == 200
+    })
+    .await;
+    let metrics = front.get("/metrics").await.text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("infergate_endpoint_calls_total{")
+                && l.contains(&dead.to_string())),
+        "no call series for the dead endpoint:\n{metrics}"
+    );
+
+    // A route whose model no replica serves: ModelReady says so, /readyz names it.
+    let absent = gateway()
+        .kserve_v2_backend("v2", &upstream.url)
+        .model("x", "backend = \"v2\"\nmodel = \"absent\"\n")
+        .start()
+        .await
+        .unwrap();
+    eventually(30, "readyz 503 for a model no replica has", || async {
+        absent.get("/readyz").await.status == 503
+    })
+    .await;
+    let body = absent.get("/readyz").await.json();
+    let why = body["models"]["x"].as_str().unwrap_or_default();
+    assert!(why.contains("backend `v2`"), "{body}");
+}

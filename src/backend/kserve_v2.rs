@@ -3,16 +3,19 @@
 //! Server, MLServer and KServe. Batches go out as one `ModelInfer` with
 //! `raw_input_contents`; answers are read from `raw_output_contents` or typed contents. The
 //! protocol has no signatures: a route's `signature` names the model's one set of inputs and
-//! outputs, reported by `ModelMetadata`; readiness comes from `ModelReady`. One lazily
-//! connected channel per endpoint, used round robin; a deadline on every call.
+//! outputs, reported by `ModelMetadata`; readiness comes from `ModelReady`. Calls go to every
+//! replica through the backend's [`EndpointPool`] (balancing, health checks by `ModelReady`,
+//! failover, TLS), as `tfserving`'s do; a deadline on every call.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use futures::future::BoxFuture;
+use tonic::transport::Channel;
 
-use super::tfserving::{MAX_MESSAGE_BYTES, convert};
+use super::endpoints::{self, EndpointMetrics, EndpointPool, Probe, ProbeOutcome};
+use super::grpc::{self, MAX_MESSAGE_BYTES, Pooled, RouteBackend, request};
+use super::tfserving::convert;
 use super::{
     Backend, BackendError, BackendFuture, LoadError, ModelMetadata, ModelTarget, Provider,
     SignatureInfo, TensorSpec, VersionChoice, VersionStatus,
@@ -21,91 +24,49 @@ use crate::config::{KserveV2Config, ModelConfig};
 use crate::proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use crate::proto::inference::model_infer_request::InferInputTensor;
 use crate::proto::inference::model_metadata_response::TensorMetadata;
-use crate::proto::inference::{ModelInferRequest, ModelMetadataRequest, ModelReadyRequest};
+use crate::proto::inference::{
+    ModelInferRequest, ModelMetadataRequest, ModelReadyRequest, ServerReadyRequest,
+};
 use crate::protocol::v2::tensor;
 use crate::tensor::NamedTensors;
 
 pub struct KserveV2 {
     name: String,
-    channels: Vec<Channel>,
-    next: AtomicUsize,
+    pool: EndpointPool,
     timeout: Duration,
 }
 
 impl KserveV2 {
-    pub fn new(name: &str, config: &KserveV2Config) -> Result<Self, BackendError> {
-        let channels = config
-            .endpoints
-            .iter()
-            .map(|url| {
-                let endpoint = Endpoint::from_shared(url.clone())
-                    .map_err(|e| {
-                        BackendError::new(
-                            tonic::Code::InvalidArgument,
-                            format!("endpoint {url}: {e}"),
-                        )
-                    })?
-                    .connect_timeout(Duration::from_secs(2))
-                    .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(30));
-                // Lazy: the gateway starts (and answers 503) while the model server is down.
-                Ok(endpoint.connect_lazy())
-            })
-            .collect::<Result<Vec<_>, BackendError>>()?;
+    pub fn new(
+        name: &str,
+        config: &KserveV2Config,
+        metrics: EndpointMetrics,
+    ) -> Result<Self, BackendError> {
+        let pool = grpc::pool(name, config, Arc::new(ReadyProbe), metrics)?;
         Ok(Self {
             name: name.to_string(),
-            channels,
-            next: AtomicUsize::new(0),
+            pool,
             timeout: config.timeout(),
         })
     }
 
-    fn client(&self) -> GrpcInferenceServiceClient<Channel> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
-        GrpcInferenceServiceClient::new(self.channels[i].clone())
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
-    }
-
-    /// Runs `call` with the deadline: sent as `grpc-timeout` and enforced here.
-    async fn call<T, F>(
+    /// Runs one RPC through the pool within the deadline (the backend's, or the request's
+    /// when shorter).
+    async fn call<T, F, Fut>(
         &self,
+        model: &str,
         deadline: Option<Duration>,
-        call: impl FnOnce(GrpcInferenceServiceClient<Channel>, Duration) -> F,
+        mut attempt: F,
     ) -> Result<T, BackendError>
     where
-        F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+        F: FnMut(GrpcInferenceServiceClient<Channel>, Duration) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let timeout = deadline.map_or(self.timeout, |d| d.min(self.timeout));
-        let started = Instant::now();
-        let late = || {
-            BackendError::new(
-                tonic::Code::DeadlineExceeded,
-                format!(
-                    "backend `{}` did not answer within {}ms",
-                    self.name,
-                    timeout.as_millis()
-                ),
-            )
-        };
-        match tokio::time::timeout(timeout, call(self.client(), timeout)).await {
-            Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status))
-                if status.code() == tonic::Code::Cancelled && started.elapsed() >= timeout =>
-            {
-                Err(late())
-            }
-            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => Err(BackendError::new(
-                status.code(),
-                format!(
-                    "backend `{}` is unavailable: {}",
-                    self.name,
-                    status.message()
-                ),
-            )),
-            Ok(Err(status)) => Err(BackendError::new(status.code(), status.message())),
-            Err(_) => Err(late()),
-        }
+        grpc::call(&self.pool, &self.name, model, timeout, |channel, left| {
+            attempt(client(channel), left)
+        })
+        .await
     }
 
     fn version(&self, version: &VersionChoice) -> Result<String, BackendError> {
@@ -129,9 +90,12 @@ impl KserveV2 {
         inputs: &NamedTensors,
         deadline: Option<Duration>,
     ) -> Result<NamedTensors, BackendError> {
-        let message = ModelInferRequest {
+        let version = self.version(&target.version)?;
+        // Encoded per attempt: a retry is rare, and holding an encoded copy for it would
+        // double every call's memory.
+        let message = || ModelInferRequest {
             model_name: target.name.clone(),
-            model_version: self.version(&target.version)?,
+            model_version: version.clone(),
             inputs: inputs
                 .iter()
                 .map(|(name, t)| InferInputTensor {
@@ -149,9 +113,8 @@ impl KserveV2 {
             ..Default::default()
         };
         let response = self
-            .call(deadline, |mut client, timeout| {
-                let mut request = tonic::Request::new(message);
-                request.set_timeout(timeout);
+            .call(&target.name, deadline, |mut client, left| {
+                let request = request(message(), left);
                 async move { client.model_infer(request).await }
             })
             .await?;
@@ -202,14 +165,13 @@ impl KserveV2 {
         };
         let mut out = Vec::with_capacity(versions.len());
         for v in versions {
-            let request = ModelReadyRequest {
+            let message = ModelReadyRequest {
                 name: target.name.clone(),
                 version: v.clone(),
             };
             let ready = self
-                .call(None, |mut client, timeout| {
-                    let mut request = tonic::Request::new(request);
-                    request.set_timeout(timeout);
+                .call(&target.name, None, |mut client, left| {
+                    let request = request(message.clone(), left);
                     async move { client.model_ready(request).await }
                 })
                 .await?
@@ -233,13 +195,12 @@ impl KserveV2 {
         target: &ModelTarget,
         version: String,
     ) -> Result<crate::proto::inference::ModelMetadataResponse, BackendError> {
-        let request = ModelMetadataRequest {
+        let message = ModelMetadataRequest {
             name: target.name.clone(),
             version,
         };
-        self.call(None, |mut client, timeout| {
-            let mut request = tonic::Request::new(request);
-            request.set_timeout(timeout);
+        self.call(&target.name, None, |mut client, left| {
+            let request = request(message.clone(), left);
             async move { client.model_metadata(request).await }
         })
         .await
@@ -302,13 +263,88 @@ impl Backend for KserveV2 {
     }
 }
 
-/// A model server is shared as it is by every route that names it.
+impl Pooled for KserveV2 {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn pool(&self) -> &EndpointPool {
+        &self.pool
+    }
+}
+
+/// Every route naming the backend shares its pool; each route's handle registers the route's
+/// model with it, so health checks ask about the model and `/readyz` covers it.
 impl Provider for KserveV2 {
     fn for_route(
         self: Arc<Self>,
-        _route: &str,
-        _config: &ModelConfig,
+        route: &str,
+        config: &ModelConfig,
     ) -> Result<Arc<dyn Backend>, LoadError> {
-        Ok(self)
+        let model = config.model.clone().unwrap_or_else(|| route.to_string());
+        Ok(Arc::new(RouteBackend::new(self, model)))
+    }
+
+    fn start(&self) {
+        self.pool.start();
+    }
+}
+
+fn client(channel: Channel) -> GrpcInferenceServiceClient<Channel> {
+    GrpcInferenceServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// The Open Inference Protocol's health check: `ModelReady` for the model (any version), or
+/// `ServerReady` before a model is routed. A server without the RPC (`UNIMPLEMENTED`) is taken
+/// at its word that it answers; `ready: false` or another error says the model isn't there.
+struct ReadyProbe;
+
+impl Probe for ReadyProbe {
+    fn check(
+        &self,
+        channel: Channel,
+        _endpoint: &str,
+        model: Option<String>,
+        timeout: Duration,
+    ) -> BoxFuture<'static, ProbeOutcome> {
+        Box::pin(async move {
+            let mut client = client(channel);
+            let answer = match &model {
+                Some(name) => {
+                    let message = ModelReadyRequest {
+                        name: name.clone(),
+                        version: String::new(),
+                    };
+                    client
+                        .model_ready(request(message, timeout))
+                        .await
+                        .map(|r| r.into_inner().ready)
+                }
+                None => client
+                    .server_ready(request(ServerReadyRequest {}, timeout))
+                    .await
+                    .map(|r| r.into_inner().ready),
+            };
+            match answer {
+                Ok(true) => ProbeOutcome::Ready,
+                Ok(false) if model.is_some() => {
+                    ProbeOutcome::NotReady("ModelReady answered ready: false".to_string())
+                }
+                Ok(false) => {
+                    ProbeOutcome::NotReady("ServerReady answered ready: false".to_string())
+                }
+                Err(status) if endpoints::counts_against_endpoint(&status) => {
+                    ProbeOutcome::Unreachable(endpoints::describe_status(&status))
+                }
+                Err(status) if status.code() == tonic::Code::Unimplemented => ProbeOutcome::Ready,
+                Err(status) => ProbeOutcome::NotReady(format!(
+                    "{}: {}",
+                    super::code_name(status.code()),
+                    status.message()
+                )),
+            }
+        })
     }
 }

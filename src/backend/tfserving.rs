@@ -12,9 +12,8 @@ use futures::future::BoxFuture;
 use prost::Message;
 use tonic::transport::Channel;
 
-use super::endpoints::{
-    self, CallError, EndpointMetrics, EndpointPool, ModelGuard, Probe, ProbeOutcome, Settings,
-};
+use super::endpoints::{self, EndpointMetrics, EndpointPool, Probe, ProbeOutcome};
+use super::grpc::{self, Pooled, RouteBackend, request};
 use super::{
     Backend, BackendError, BackendFuture, LoadError, ModelMetadata, ModelTarget, Provider,
     SignatureInfo, TensorSpec, VersionChoice, VersionStatus,
@@ -29,8 +28,7 @@ use crate::proto::tensorflow::serving::{
 };
 use crate::tensor::NamedTensors;
 
-/// Largest gRPC message either way.
-pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
+pub use super::grpc::MAX_MESSAGE_BYTES;
 
 pub struct TfServing {
     name: String,
@@ -44,27 +42,7 @@ impl TfServing {
         config: &TfServingConfig,
         metrics: EndpointMetrics,
     ) -> Result<Self, BackendError> {
-        let invalid = |e: String| BackendError::new(tonic::Code::InvalidArgument, e);
-        let tls = config
-            .tls
-            .as_ref()
-            .map(|t| endpoints::tls::client_config(name, t))
-            .transpose()
-            .map_err(invalid)?;
-        let settings = Settings {
-            backend: name.to_string(),
-            endpoints: config.endpoint_specs(),
-            connect_timeout: Duration::from_millis(config.connect_timeout_ms),
-            resolve_interval: Duration::from_millis(config.resolve_interval_ms),
-            health: config.health.clone(),
-            retry: config.retry.clone(),
-            tls,
-            server_name: config.tls.as_ref().and_then(|t| t.server_name.clone()),
-            resolver: endpoints::system_resolver(),
-        };
-        // Lazy channels: the gateway starts (and answers 503) while the model servers are
-        // down, and reconnects by itself when they come back.
-        let pool = EndpointPool::new(settings, Arc::new(StatusProbe), metrics).map_err(invalid)?;
+        let pool = grpc::pool(name, config, Arc::new(StatusProbe), metrics)?;
         Ok(Self {
             name: name.to_string(),
             pool,
@@ -72,14 +50,8 @@ impl TfServing {
         })
     }
 
-    /// The backend's endpoint pool (its endpoints and their health).
-    pub fn pool(&self) -> &EndpointPool {
-        &self.pool
-    }
-
-    /// Runs one RPC through the pool within the deadline (sent to the server as
-    /// `grpc-timeout` and enforced here), mapping failures to [`BackendError`]s that say which
-    /// backend and endpoint.
+    /// Runs one RPC through the pool within the deadline (the backend's, or the request's
+    /// when shorter).
     async fn call<T, F, Fut>(
         &self,
         model: &str,
@@ -91,54 +63,7 @@ impl TfServing {
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let timeout = deadline.map_or(self.timeout, |d| d.min(self.timeout));
-        let late = |endpoint: &str| {
-            BackendError::new(
-                tonic::Code::DeadlineExceeded,
-                format!(
-                    "backend `{}` did not answer within {}ms (endpoint {endpoint})",
-                    self.name,
-                    timeout.as_millis()
-                ),
-            )
-        };
-        let mut attempt = attempt;
-        let result = self
-            .pool
-            .call(model, timeout, |channel, left, _endpoint| {
-                let call = attempt(channel, left);
-                async move { call.await.map(tonic::Response::into_inner) }
-            })
-            .await;
-        match result {
-            Ok(response) => Ok(response),
-            Err(CallError::NoEndpoint(why)) => Err(BackendError::new(
-                tonic::Code::Unavailable,
-                format!("backend `{}` is unavailable: {why}", self.name),
-            )),
-            Err(CallError::Timeout { endpoint }) => Err(late(&endpoint)),
-            // A server that enforces the `grpc-timeout` we sent may beat our own timer to it
-            // and answer CANCELLED; either way the deadline passed.
-            Err(CallError::Status {
-                endpoint,
-                status,
-                elapsed,
-            }) if status.code() == tonic::Code::Cancelled && elapsed >= timeout => {
-                Err(late(&endpoint))
-            }
-            // A call that never reached a server (refused, cut before an answer, a TLS
-            // handshake refused) is the backend being unavailable, whatever code tonic gave
-            // the transport error.
-            Err(CallError::Status {
-                endpoint, status, ..
-            }) => Err(BackendError::new(
-                if endpoints::failed_before_server(&status) {
-                    tonic::Code::Unavailable
-                } else {
-                    status.code()
-                },
-                status_message(&self.name, &endpoint, &status),
-            )),
-        }
+        grpc::call(&self.pool, &self.name, model, timeout, attempt).await
     }
 
     async fn run_predict(
@@ -285,6 +210,16 @@ impl Backend for TfServing {
     }
 }
 
+impl Pooled for TfServing {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn pool(&self) -> &EndpointPool {
+        &self.pool
+    }
+}
+
 /// Every route naming the backend shares its pool; each route's handle registers the route's
 /// model with it, so health checks ask about the model and `/readyz` covers it.
 impl Provider for TfServing {
@@ -294,54 +229,11 @@ impl Provider for TfServing {
         config: &ModelConfig,
     ) -> Result<Arc<dyn Backend>, LoadError> {
         let model = config.model.clone().unwrap_or_else(|| route.to_string());
-        let registration = self.pool.register(&model);
-        Ok(Arc::new(RouteBackend {
-            backend: self,
-            model,
-            _registration: registration,
-        }))
+        Ok(Arc::new(RouteBackend::new(self, model)))
     }
 
     fn start(&self) {
         self.pool.start();
-    }
-}
-
-/// A route's handle on the shared [`TfServing`]: the backend, and the route's model
-/// registered with its pool for as long as the route lives.
-struct RouteBackend {
-    backend: Arc<TfServing>,
-    model: String,
-    _registration: ModelGuard,
-}
-
-impl Backend for RouteBackend {
-    fn predict<'a>(
-        &'a self,
-        target: &'a ModelTarget,
-        inputs: &'a NamedTensors,
-        deadline: Option<Duration>,
-    ) -> BackendFuture<'a, NamedTensors> {
-        self.backend.predict(target, inputs, deadline)
-    }
-
-    fn status<'a>(&'a self, target: &'a ModelTarget) -> BackendFuture<'a, Vec<VersionStatus>> {
-        self.backend.status(target)
-    }
-
-    fn metadata<'a>(&'a self, target: &'a ModelTarget) -> BackendFuture<'a, ModelMetadata> {
-        self.backend.metadata(target)
-    }
-
-    fn timeout(&self) -> Duration {
-        self.backend.timeout
-    }
-
-    fn readiness(&self) -> Result<(), String> {
-        self.backend
-            .pool
-            .readiness(&self.model)
-            .map_err(|why| format!("backend `{}`: {why}", self.backend.name))
     }
 }
 
@@ -415,13 +307,6 @@ fn prediction_client(channel: Channel) -> PredictionServiceClient<Channel> {
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
-/// A request carrying its deadline as `grpc-timeout`.
-fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.set_timeout(timeout);
-    request
-}
-
 fn model_spec(target: &ModelTarget) -> ModelSpec {
     ModelSpec {
         name: target.name.clone(),
@@ -450,18 +335,5 @@ fn tensor_spec(info: TensorInfo) -> TensorSpec {
         dtype,
         dtype_name: convert::dtype_label(info.dtype),
         shape,
-    }
-}
-
-/// The server's message, or for transport failures a sentence that says which backend and
-/// endpoint, and the root cause.
-fn status_message(backend: &str, endpoint: &str, status: &tonic::Status) -> String {
-    if endpoints::counts_against_endpoint(status) {
-        format!(
-            "backend `{backend}` is unavailable (endpoint {endpoint}): {}",
-            endpoints::describe_status(status)
-        )
-    } else {
-        status.message().to_string()
     }
 }

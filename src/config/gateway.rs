@@ -298,12 +298,13 @@ impl OnnxConfig {
     }
 }
 
-/// `kind = "tfserving"`
+/// `kind = "tfserving"` or `kind = "kserve_v2"`: a model server reached over gRPC through an
+/// endpoint pool (replicas, health checks, failover, TLS); both kinds take the same keys.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TfServingConfig {
+pub struct GrpcBackendConfig {
     /// `endpoints = ["http://10.0.0.5:8500", "dns://tfserving-headless.ml.svc.cluster.local:8500"]`
-    /// — the model server's replicas. `http://host:port` (`https://` with `[tls]`) is one
+    /// — the model server's replicas (TF Serving's gRPC port is 8500, Triton's 8001). `http://host:port` (`https://` with `[tls]`) is one
     /// endpoint; `dns://name:port` is every address the name resolves to (a Kubernetes
     /// headless Service), re-resolved every `resolve_interval_ms`. Calls go to the less busy
     /// of two healthy endpoints picked at random.
@@ -331,7 +332,7 @@ pub struct TfServingConfig {
     pub tls: Option<BackendTlsConfig>,
 }
 
-impl TfServingConfig {
+impl GrpcBackendConfig {
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
     }
@@ -500,23 +501,11 @@ pub struct BackendTlsConfig {
     pub server_name: Option<String>,
 }
 
-/// `kind = "kserve_v2"`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KserveV2Config {
-    /// `endpoints = ["http://127.0.0.1:8001"]` — the servers' gRPC endpoints (Triton's
-    /// default port is 8001), used round robin.
-    pub endpoints: Vec<String>,
-    /// `timeout_ms = 10000` — deadline of one backend call (sent as the gRPC deadline too).
-    #[serde(default = "default_backend_timeout_ms")]
-    pub timeout_ms: u64,
-}
+/// `kind = "tfserving"`: TF Serving's gRPC API.
+pub type TfServingConfig = GrpcBackendConfig;
 
-impl KserveV2Config {
-    pub fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms)
-    }
-}
+/// `kind = "kserve_v2"`: the Open Inference Protocol's gRPC API.
+pub type KserveV2Config = GrpcBackendConfig;
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 8080))
@@ -685,8 +674,8 @@ impl GatewayConfig {
             auth.resolve(base);
         }
         for backend in config.backends.values_mut() {
-            if let BackendConfig::Tfserving(tfs) = backend
-                && let Some(tls) = tfs.tls.as_mut()
+            if let BackendConfig::Tfserving(grpc) | BackendConfig::KserveV2(grpc) = backend
+                && let Some(tls) = grpc.tls.as_mut()
             {
                 tls.resolve_paths(base);
             }
@@ -715,36 +704,8 @@ impl GatewayConfig {
         }
         for (name, backend) in &self.backends {
             match backend {
-                BackendConfig::Tfserving(tfs) => validate_tfserving(path, name, tfs)?,
-                BackendConfig::KserveV2(KserveV2Config {
-                    endpoints,
-                    timeout_ms,
-                }) => {
-                    if endpoints.is_empty() {
-                        return Err(ConfigError::invalid(
-                            path,
-                            format!("backends.{name}.endpoints is empty"),
-                        ));
-                    }
-                    for endpoint in endpoints {
-                        let ok = endpoint
-                            .parse::<http::Uri>()
-                            .is_ok_and(|u| u.scheme().is_some() && u.host().is_some());
-                        if !ok {
-                            return Err(ConfigError::invalid(
-                                path,
-                                format!(
-                                    "backends.{name}.endpoints: `{endpoint}` is not a URL like http://host:8500"
-                                ),
-                            ));
-                        }
-                    }
-                    if *timeout_ms == 0 {
-                        return Err(ConfigError::invalid(
-                            path,
-                            format!("backends.{name}.timeout_ms must be greater than 0"),
-                        ));
-                    }
+                BackendConfig::Tfserving(grpc) | BackendConfig::KserveV2(grpc) => {
+                    validate_grpc_backend(path, name, grpc)?;
                 }
                 BackendConfig::Onnx(onnx) => {
                     if onnx.threads == Some(0) {
@@ -766,9 +727,13 @@ impl GatewayConfig {
     }
 }
 
-/// The `[backends.<name>]` checks of a `tfserving` backend: endpoints that parse, each once,
-/// and every duration and ratio in range.
-fn validate_tfserving(path: &Path, name: &str, tfs: &TfServingConfig) -> Result<(), ConfigError> {
+/// The `[backends.<name>]` checks of a gRPC backend (`tfserving`, `kserve_v2`): endpoints
+/// that parse, each once, and every duration and ratio in range.
+fn validate_grpc_backend(
+    path: &Path,
+    name: &str,
+    tfs: &GrpcBackendConfig,
+) -> Result<(), ConfigError> {
     let invalid = |message: String| Err(ConfigError::invalid(path, message));
     if tfs.endpoints.is_empty() {
         return invalid(format!("backends.{name}.endpoints is empty"));
