@@ -9,7 +9,8 @@
 //! per request (copy-on-write faults on fresh instances' memory); then, from the gateway's
 //! own metrics, the mean time per call of each pipeline stage and of creating the plugin
 //! instance, which is where a CPython guest's cost goes. `--plugin NAME=PATH` adds a route,
-//! to compare two builds of a plugin in one run.
+//! to compare two builds of a plugin in one run; `--reuse N` adds, for every route, a twin
+//! `<route>-reuse` whose model.toml opts into `[reuse] max_calls = N` (warm instances).
 //!
 //! ```sh
 //! scripts/build-plugins.sh --examples      # both plugins
@@ -60,6 +61,9 @@ struct Args {
     /// build, to compare two builds in one run); may repeat.
     #[arg(long = "plugin", value_parser = parse_route)]
     extra: Vec<(String, PathBuf)>,
+    /// Also time every route with `[reuse] max_calls = N`, as a twin route `<route>-reuse`.
+    #[arg(long)]
+    reuse: Option<u32>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -87,7 +91,14 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         .map(|&(name, path)| (name.to_string(), root.join(path)))
         .collect();
     routes.extend(args.extra.iter().cloned());
-    let gateway = Gateway::start(&root, &routes)?;
+    if args.reuse.is_some() {
+        let twins: Vec<_> = routes
+            .iter()
+            .map(|(name, path)| (format!("{name}-reuse"), path.clone()))
+            .collect();
+        routes.extend(twins);
+    }
+    let gateway = Gateway::start(&root, &routes, args.reuse)?;
     let body = Bytes::from(std::fs::read(root.join(IMAGE))?);
     for (route, _) in &routes {
         gateway.check(route, &body).await?;
@@ -134,7 +145,12 @@ struct Gateway {
 }
 
 impl Gateway {
-    fn start(root: &Path, routes: &[(String, PathBuf)]) -> anyhow::Result<Self> {
+    /// Routes named `…-reuse` get `[reuse] max_calls = reuse`.
+    fn start(
+        root: &Path,
+        routes: &[(String, PathBuf)],
+        reuse: Option<u32>,
+    ) -> anyhow::Result<Self> {
         let model = root.join("plugins/digits/model.onnx");
         let dir = tempfile::tempdir()?;
         for (route, plugin) in routes {
@@ -146,10 +162,16 @@ impl Gateway {
             }
             let folder = dir.path().join("plugins").join(route);
             std::fs::create_dir_all(&folder)?;
+            let reuse = match reuse {
+                Some(n) if route.ends_with("-reuse") => format!("[reuse]\nmax_calls = {n}\n"),
+                _ => String::new(),
+            };
             std::fs::write(
                 folder.join("model.toml"),
-                "backend = \"local\"\nmodel = \"digits\"\nmodel_file = \"model.onnx\"\n\
-                 plugin = \"plugin.wasm\"\n",
+                format!(
+                    "backend = \"local\"\nmodel = \"digits\"\nmodel_file = \"model.onnx\"\n\
+                     plugin = \"plugin.wasm\"\n{reuse}"
+                ),
             )?;
             // A model folder names only its own files: copy them in.
             std::fs::copy(plugin, folder.join("plugin.wasm"))?;

@@ -100,7 +100,7 @@ if [ "${1:-}" = --examples ]; then
 fi
 
 build tests/plugins
-for fixture in echo misbehave pre-only post-only; do
+for fixture in echo misbehave pre-only post-only contract-v0-1; do
     place tests/plugins "$fixture" "tests/plugins/wasm/$fixture.wasm"
 done
 

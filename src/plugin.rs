@@ -12,6 +12,8 @@
 //! - `share`: a model's share of the runtime (instance slots, cores, its warm instances when
 //!   it opts into `[reuse]`), so no model can starve another.
 //! - `convert`: the gateway's types to and from the generated WIT types, checked.
+//! - [`ops`]: the native image and tensor ops of contract 0.2.0 (`ops` interface), bounded by
+//!   the calling plugin's deadline and memory cap; public so tests and benches run the kernels.
 //! - `bindings`: the generated WIT bindings; `cache`: compiled plugins on disk.
 
 mod bindings;
@@ -19,6 +21,7 @@ mod cache;
 mod call;
 mod convert;
 mod host;
+pub mod ops;
 mod sandbox;
 mod share;
 mod types;
@@ -121,7 +124,7 @@ impl Plugin {
             .transpose()
             .map_err(|e| {
                 fail(format!(
-                    "does not export `preprocess` as infergate:plugin@0.1.0 defines it: {e:#}"
+                    "does not export `preprocess` as contract infergate:plugin (0.1.0 or 0.2.0) defines it: {e:#}"
                 ))
             })?;
         let post = needs
@@ -130,7 +133,7 @@ impl Plugin {
             .transpose()
             .map_err(|e| {
                 fail(format!(
-                    "does not export `postprocess` as infergate:plugin@0.1.0 defines it: {e:#}"
+                    "does not export `postprocess` as contract infergate:plugin (0.1.0 or 0.2.0) defines it: {e:#}"
                 ))
             })?;
         Ok(Plugin {

@@ -1,7 +1,7 @@
 //! Bindings generated from the plugin contract (`wit/plugin.wit`); nothing hand-written lives
 //! here.
 //!
-//! `shared` owns the contract's types and the `host` import; each world module reuses them
+//! `shared` owns the contract's types and the `host` and `ops` imports; each world module reuses them
 //! through `with`, so a generated `Tensor` is one Rust type whichever world it came through.
 //! Each world module also defines a public export macro, which the SDK's `preprocessor!`,
 //! `postprocessor!` and `plugin!` expand to. The component-type section describing a world's
@@ -10,15 +10,18 @@
 
 #![allow(missing_docs, clippy::all)]
 
-/// The contract's `types` and `host` interfaces, generated once for all three worlds.
+/// The contract's `types`, `host` and `ops` interfaces, generated once for all three worlds.
+/// (A component imports only the functions its code calls, so a plugin that never uses an op
+/// imports no `ops` function.)
 pub mod shared {
     wit_bindgen::generate!({
         path: "wit",
         inline: "
             package infergate:sdk;
             world imports {
-                import infergate:plugin/types@0.1.0;
-                import infergate:plugin/host@0.1.0;
+                import infergate:plugin/types@0.2.0;
+                import infergate:plugin/host@0.2.0;
+                import infergate:plugin/ops@0.2.0;
             }
         ",
         world: "infergate:sdk/imports",
@@ -30,10 +33,11 @@ pub mod shared {
 pub mod preprocessor {
     wit_bindgen::generate!({
         path: "wit",
-        world: "infergate:plugin/preprocessor@0.1.0",
+        world: "infergate:plugin/preprocessor@0.2.0",
         with: {
-            "infergate:plugin/types@0.1.0": crate::bindings::shared::infergate::plugin::types,
-            "infergate:plugin/host@0.1.0": crate::bindings::shared::infergate::plugin::host,
+            "infergate:plugin/types@0.2.0": crate::bindings::shared::infergate::plugin::types,
+            "infergate:plugin/host@0.2.0": crate::bindings::shared::infergate::plugin::host,
+            "infergate:plugin/ops@0.2.0": crate::bindings::shared::infergate::plugin::ops,
         },
         export_macro_name: "__export_preprocessor",
         pub_export_macro: true,
@@ -44,10 +48,11 @@ pub mod preprocessor {
 pub mod postprocessor {
     wit_bindgen::generate!({
         path: "wit",
-        world: "infergate:plugin/postprocessor@0.1.0",
+        world: "infergate:plugin/postprocessor@0.2.0",
         with: {
-            "infergate:plugin/types@0.1.0": crate::bindings::shared::infergate::plugin::types,
-            "infergate:plugin/host@0.1.0": crate::bindings::shared::infergate::plugin::host,
+            "infergate:plugin/types@0.2.0": crate::bindings::shared::infergate::plugin::types,
+            "infergate:plugin/host@0.2.0": crate::bindings::shared::infergate::plugin::host,
+            "infergate:plugin/ops@0.2.0": crate::bindings::shared::infergate::plugin::ops,
         },
         export_macro_name: "__export_postprocessor",
         pub_export_macro: true,
@@ -58,10 +63,11 @@ pub mod postprocessor {
 pub mod plugin {
     wit_bindgen::generate!({
         path: "wit",
-        world: "infergate:plugin/plugin@0.1.0",
+        world: "infergate:plugin/plugin@0.2.0",
         with: {
-            "infergate:plugin/types@0.1.0": crate::bindings::shared::infergate::plugin::types,
-            "infergate:plugin/host@0.1.0": crate::bindings::shared::infergate::plugin::host,
+            "infergate:plugin/types@0.2.0": crate::bindings::shared::infergate::plugin::types,
+            "infergate:plugin/host@0.2.0": crate::bindings::shared::infergate::plugin::host,
+            "infergate:plugin/ops@0.2.0": crate::bindings::shared::infergate::plugin::ops,
         },
         export_macro_name: "__export_plugin",
         pub_export_macro: true,

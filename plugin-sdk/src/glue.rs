@@ -102,7 +102,7 @@ fn error_to_wire(err: PluginError) -> wit::PluginError {
     }
 }
 
-fn dtype_to_wire(dtype: DType) -> wit::Dtype {
+pub(crate) fn dtype_to_wire(dtype: DType) -> wit::Dtype {
     match dtype {
         DType::F16 => wit::Dtype::F16,
         DType::BF16 => wit::Dtype::Bf16,

@@ -35,6 +35,8 @@
 //! - [`response`]: [`Response`] — what postprocess returns.
 //! - [`error`]: [`PluginError`] — refusals and their HTTP status (400, 422, 500).
 //! - [`log`]: logging to the gateway's log.
+//! - [`ops`]: native image and tensor ops run by the gateway (decode, resize, crop, normalize,
+//!   cast, softmax, argmax, top-k), matching Pillow/numpy (contract 0.2.0).
 //! - [`image`] (feature `image`): PNG/JPEG decode, grayscale/RGB, resize, to tensor.
 //! - `bindings` and `glue` (hidden): the code generated from `wit/plugin.wit` and the
 //!   conversions the export macros use.
@@ -49,6 +51,7 @@ mod glue;
 #[cfg(feature = "image")]
 pub mod image;
 pub mod log;
+pub mod ops;
 pub mod outputs;
 pub mod prepared;
 pub mod request;

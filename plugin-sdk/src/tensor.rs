@@ -395,6 +395,12 @@ impl Tensor {
     pub fn into_parts(self) -> (Vec<i64>, Values) {
         (self.shape, self.values)
     }
+
+    /// The same elements under another shape holding as many, as numpy's `reshape`
+    /// (`[28, 28, 1]` → `[1, 28, 28, 1]`, say); another element count is an error.
+    pub fn reshape(self, shape: impl Into<Vec<i64>>) -> Result<Tensor, TensorError> {
+        Tensor::new(shape, self.values)
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,11 @@
-//! Host bindings generated from the plugin contract (`plugin-sdk/wit/plugin.wit`), one module
-//! per world. Both share the `types` and `host` interfaces of the `pre` module, so a tensor
-//! or error type is the same Rust type whichever world it came through.
+//! Host bindings generated from the plugin contract (`plugin-sdk/wit/plugin.wit`, the newest
+//! version), one module per world. Both share the `types`, `host` and `ops` interfaces of the
+//! `pre` module, so a tensor or error type is the same Rust type whichever world it came
+//! through. Older contract versions are linked by hand in `host.rs` (their interfaces are
+//! a subset of these, with the same types).
+//!
+//! The `ops` imports are `trappable`: an op that runs past the call's deadline interrupts the
+//! call as a guest running past it would, rather than answering.
 //!
 //! Each world also gets `instantiate_prechecked`: the generated `instantiate_async` without
 //! its per-instance type-check of the export (a tenth of a small plugin's call). The check is
@@ -11,6 +16,7 @@ pub mod pre {
     wasmtime::component::bindgen!({
         world: "preprocessor",
         path: "plugin-sdk/wit",
+        imports: { "infergate:plugin/ops": trappable },
         exports: { default: async },
     });
 
@@ -38,6 +44,7 @@ pub mod post {
         with: {
             "infergate:plugin/types": super::pre::infergate::plugin::types,
             "infergate:plugin/host": super::pre::infergate::plugin::host,
+            "infergate:plugin/ops": super::pre::infergate::plugin::ops,
         },
     });
 
@@ -58,4 +65,5 @@ pub mod post {
 }
 
 pub use pre::infergate::plugin::host;
+pub use pre::infergate::plugin::ops;
 pub use pre::infergate::plugin::types;

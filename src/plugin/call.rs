@@ -221,12 +221,12 @@ fn new_store(host: &Host, limits: CallLimits, tag: CallTag) -> Store<Sandbox> {
 /// `timeout_ms` from now. Until the deadline a running guest yields to the async runtime each
 /// tick, so a busy plugin shares its worker thread instead of holding it.
 fn arm(store: &mut Store<Sandbox>, limits: CallLimits, tag: CallTag) {
-    store.data_mut().begin_call(tag);
+    let deadline = Instant::now() + limits.timeout;
+    store.data_mut().begin_call(tag, deadline);
     // Bounds what the host copies out of the guest while lifting the result, so an oversized
     // output is refused before the host allocates it (the small allowance covers names,
     // shapes and headers).
     store.set_hostcall_fuel(limits.max_output_bytes + OUTPUT_ALLOWANCE);
-    let deadline = Instant::now() + limits.timeout;
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
         Ok(if Instant::now() >= deadline {

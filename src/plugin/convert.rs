@@ -180,7 +180,7 @@ pub fn check_response(
     })
 }
 
-fn dtype_to_wit(dtype: DType) -> Dtype {
+pub(super) fn dtype_to_wit(dtype: DType) -> Dtype {
     match dtype {
         DType::F16 => Dtype::F16,
         DType::BF16 => Dtype::Bf16,
@@ -199,7 +199,7 @@ fn dtype_to_wit(dtype: DType) -> Dtype {
     }
 }
 
-fn dtype_from_wit(dtype: Dtype) -> DType {
+pub(super) fn dtype_from_wit(dtype: Dtype) -> DType {
     match dtype {
         Dtype::F16 => DType::F16,
         Dtype::Bf16 => DType::BF16,

@@ -1,16 +1,17 @@
 //! The plugin host: the one wasmtime `Engine` every plugin shares, its `Linker` (WASI sandbox +
-//! the `host` interface), and the epoch ticker thread that lets calls be interrupted at a
-//! deadline.
+//! the `host` and `ops` interfaces, for every contract version still loaded), and the epoch
+//! ticker thread that lets calls be interrupted at a deadline.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{HasSelf, Linker, LinkerInstance};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::bindings::host as imports;
+use super::bindings::host::{self as imports, Level};
+use super::bindings::ops;
 use super::sandbox::Sandbox;
 
 /// How often the epoch advances. A call past its deadline is interrupted within one tick, and
@@ -109,6 +110,9 @@ impl Host {
             .map_err(|e| HostError(e.to_string()))?;
         imports::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| HostError(e.to_string()))?;
+        ops::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(|e| HostError(e.to_string()))?;
+        link_contract_0_1(&mut linker).map_err(|e| HostError(e.to_string()))?;
         let ticker = Ticker::start(&engine);
         tracing::debug!(?allocator, "plugin runtime ready");
         Ok(Self {
@@ -151,6 +155,19 @@ impl Host {
     pub(super) fn idlers(&self) -> &super::share::Idlers {
         &self.inner.idlers
     }
+}
+
+/// Contract 0.1.0 (`infergate:plugin/host@0.1.0`): the same `log` as today's `host`. Linked by
+/// hand because wasmtime matches import versions by semver, and 0.1 and 0.2 are not
+/// compatible by that rule even though 0.2.0 only added the `ops` interface; its `types` are
+/// records and variants, checked structurally, so a 0.1.0 component's exports type-check
+/// against the newest bindings as they are.
+fn link_contract_0_1(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
+    let mut host: LinkerInstance<'_, Sandbox> = linker.instance("infergate:plugin/host@0.1.0")?;
+    host.func_wrap("log", |mut cx, (level, message): (Level, String)| {
+        imports::Host::log(cx.data_mut(), level, message);
+        Ok(())
+    })
 }
 
 fn engine_config(allocator: Allocator, max_instances: u32) -> Config {

@@ -1,6 +1,9 @@
 //! The sandbox: the state each plugin call's `Store` owns — the WASI context (no preopens, no
 //! environment, no network; stdout/stderr captured into bounded buffers), the memory limiter,
-//! and the `host` interface plugins import (logging, tagged with model and request id).
+//! the call's deadline, and the `host` interface plugins import (logging, tagged with model and
+//! request id). The `ops` interface is implemented on it in `ops.rs`.
+
+use std::time::Instant;
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
@@ -38,6 +41,9 @@ pub struct Sandbox {
     /// Where this call's stdout and stderr begin in the pipes (a reused instance's earlier
     /// calls wrote before it).
     output_from: (usize, usize),
+    /// When the call must be done: the epoch callback interrupts guest code then, and the
+    /// native ops (host code, which epochs cannot interrupt) check it themselves.
+    pub(super) deadline: Instant,
 }
 
 impl Sandbox {
@@ -53,6 +59,7 @@ impl Sandbox {
         let limits = MemoryCap {
             max_bytes: memory_bytes,
             denied: None,
+            guest_bytes: 0,
         };
         Self {
             wasi,
@@ -63,13 +70,15 @@ impl Sandbox {
             stderr,
             last_error: None,
             output_from: (0, 0),
+            deadline: Instant::now(),
         }
     }
 
     /// Starts a call in this sandbox: who it is for; what earlier calls of a reused instance
     /// logged and printed is not this call's.
-    pub fn begin_call(&mut self, tag: CallTag) {
+    pub fn begin_call(&mut self, tag: CallTag, deadline: Instant) {
         self.tag = tag;
+        self.deadline = deadline;
         self.last_error = None;
         self.output_from = (self.stdout.contents().len(), self.stderr.contents().len());
     }
@@ -165,18 +174,28 @@ pub struct MemoryCap {
     max_bytes: usize,
     /// The size a denied growth asked for.
     pub denied: Option<usize>,
+    /// The bytes of every linear memory of the instance together, as grown so far: what the
+    /// native ops subtract from the cap before allocating on the guest's behalf.
+    guest_bytes: usize,
 }
 
 impl MemoryCap {
     pub fn max_bytes(&self) -> usize {
         self.max_bytes
     }
+
+    /// What the cap leaves for a native op's result (and its scratch buffers): the cap less
+    /// the guest's memories. The result is then copied into a guest memory, whose growth the
+    /// cap checks again.
+    pub fn remaining(&self) -> usize {
+        self.max_bytes.saturating_sub(self.guest_bytes)
+    }
 }
 
 impl ResourceLimiter for MemoryCap {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -184,6 +203,10 @@ impl ResourceLimiter for MemoryCap {
             self.denied = Some(desired);
             wasmtime::bail!("plugin memory limit reached: growing to {desired} bytes");
         }
+        // `current` is 0 when a memory is created, so this sums every memory's size.
+        self.guest_bytes = self
+            .guest_bytes
+            .saturating_add(desired.saturating_sub(current));
         Ok(true)
     }
 

@@ -219,6 +219,11 @@ def _resample_rows(rows, out_w, filter, is_u8):
     return [[sum(row[xmin + j] * w for j, w in enumerate(ws)) for xmin, ws in coeffs] for row in rows]
 
 
+def _vertical(rows, out_h, filter, is_u8):
+    cols = [list(col) for col in zip(*rows)]
+    return [list(r) for r in zip(*_resample_rows(cols, out_h, filter, is_u8))]
+
+
 def resize(t: Tensor, width: int, height: int, filter: str, layout: str, error) -> Tensor:
     if t.dtype not in (DType.U8, DType.F32):
         raise error(f"resize takes u8 or f32 images, not {t.dtype.value}")
@@ -228,12 +233,16 @@ def resize(t: Tensor, width: int, height: int, filter: str, layout: str, error) 
     _, _, planes = _planes(t, layout, error)
     is_u8 = t.dtype is DType.U8
     out = []
+    # One pass per axis. Pillow 13 (measured) runs the vertical pass first when the width
+    # grows and the height shrinks, else the horizontal one first.
+    vertical_first = width > w and height < h
     for rows in planes:
-        if width != w:  # horizontal pass first, then vertical, as Pillow
+        if vertical_first:
+            rows = _vertical(rows, height, filter, is_u8)
+        if width != w:
             rows = _resample_rows(rows, width, filter, is_u8)
-        if height != h:
-            cols = [list(col) for col in zip(*rows)]
-            rows = [list(r) for r in zip(*_resample_rows(cols, height, filter, is_u8))]
+        if height != h and not vertical_first:
+            rows = _vertical(rows, height, filter, is_u8)
         out.append(rows)
     return _from_planes(out, n, c, height, width, layout, t.dtype, len(t.shape) == 4)
 

@@ -18,6 +18,10 @@
 //! | `post-header:NAME:VALUE[,NAME:VALUE…]` | as `ok`, but the context is the word |
 //! | `stash:WORD` | keeps WORD in a global of the instance; then as `ok` |
 //! | `recall` | as `ok`, but the context is `recalled:` and what the instance's global holds |
+//! | PNG or JPEG bytes | the native `decode-image` op (gray): input `x` u8 `[1, h, w, 1]`, context `ok`; its refusal a 400 with the op's message |
+//! | `op-huge` | the native `resize` of a 64x64 image to 16384x16384 (256 MiB); its refusal a 500 with the op's message |
+//! | `op-loop` | native `resize` (512x512 to 2048x2048, lanczos) over and over, until the deadline |
+//! | `op-invalid` | the native `crop` with a window outside the image; its refusal a 500 with the op's message |
 //! | anything else | `bad_request("misbehave: unknown behaviour '<word>'; …")` |
 //!
 //! postprocess reads the context: `post-trap` panics (`misbehave: post-trap requested`),
@@ -29,16 +33,26 @@
 
 use std::hint::black_box;
 
+use infergate_sdk::ops::{self, Color, Filter, Layout};
 use infergate_sdk::{Outputs, PluginError, Prepared, Request, Response, Tensor, log};
 
 const BEHAVIOURS: &str = "ok, bad-request, unprocessable, internal, trap, loop, grow, \
     huge-tensor, log, post-trap, post-bad-status, post-huge-body, post-internal, \
-    post-header:NAME:VALUE[,NAME:VALUE…], stash:WORD, recall";
+    post-header:NAME:VALUE[,NAME:VALUE…], stash:WORD, recall, op-huge, op-loop, op-invalid, \
+    or PNG/JPEG bytes";
 
 /// What `stash:WORD` kept: lives as long as the instance (a fresh instance per call empties it).
 static STASH: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
 
 fn preprocess(req: Request) -> Result<Prepared, PluginError> {
+    if req.body.starts_with(b"\x89PNG") || req.body.starts_with(b"\xff\xd8\xff") {
+        let img = ops::decode_image(&req.body, Color::Gray, Layout::Hwc, None)
+            .map_err(PluginError::bad_request)?;
+        let shape = [1, img.shape()[0], img.shape()[1], 1];
+        return Ok(Prepared::new()
+            .input("x", img.reshape(shape)?)
+            .context("ok"));
+    }
     let body = String::from_utf8_lossy(&req.body);
     match body.trim() {
         "" | "ok" => ok("ok"),
@@ -73,6 +87,22 @@ fn preprocess(req: Request) -> Result<Prepared, PluginError> {
             ok("ok")
         }
         "recall" => ok(&format!("recalled:{}", STASH.lock().unwrap())),
+        "op-huge" => {
+            let small = Tensor::u8([64, 64, 1], vec![7u8; 64 * 64])?;
+            ops::resize(&small, Layout::Hwc, 16384, 16384, Filter::Nearest)?;
+            ok("ok")
+        }
+        "op-loop" => {
+            let big = Tensor::u8([512, 512, 1], vec![7u8; 512 * 512])?;
+            loop {
+                black_box(ops::resize(&big, Layout::Hwc, 2048, 2048, Filter::Lanczos)?);
+            }
+        }
+        "op-invalid" => {
+            let small = Tensor::u8([4, 4, 1], vec![0u8; 16])?;
+            ops::crop(&small, Layout::Hwc, 2, 2, 3, 3)?;
+            ok("ok")
+        }
         other => Err(PluginError::bad_request(format!(
             "misbehave: unknown behaviour '{other}'; send one of: {BEHAVIOURS}"
         ))),
