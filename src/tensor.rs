@@ -268,7 +268,7 @@ impl Tensor {
             }
             // Checked: shapes with a 0 in them pass from_bytes whatever their other dims are.
             rows = rows.checked_add(part.shape[0]).ok_or_else(|| {
-                TensorError::Concat(format!("{} rows in all is more than a tensor holds", rows))
+                TensorError::Concat(format!("{rows} rows in all is more than a tensor holds"))
             })?;
         }
         let mut shape = first.shape.clone();
