@@ -9,11 +9,14 @@
 //! - `decode`: the JSON reader (a flat tape that keeps numbers as written, so each converts
 //!   once, straight to the signature's dtype) and the assembly of rows / columns into tensors.
 //! - `encode`: writes output tensors straight into the response bytes.
+//! - `differential` (tests only): the reader against serde_json.
 //!
 //! Every [`RestError`] maps to HTTP 400, as TF Serving answers these conditions with
 //! `INVALID_ARGUMENT`.
 
 mod decode;
+#[cfg(test)]
+mod differential;
 mod encode;
 mod json;
 

@@ -115,7 +115,9 @@ impl Tensor {
             });
         };
         let expected = element_count(&shape)?;
-        if data.len() != expected * size {
+        // Checked: a plugin's output declares any shape, and a product that wrapped could
+        // match a short buffer (`[1 << 62]` f32 is 2^64 bytes, 0 once wrapped).
+        if expected.checked_mul(size) != Some(data.len()) {
             return Err(TensorError::ElementCount {
                 dtype,
                 shape,
@@ -264,7 +266,10 @@ impl Tensor {
                     part.shape, first.shape
                 )));
             }
-            rows += part.shape[0];
+            // Checked: shapes with a 0 in them pass from_bytes whatever their other dims are.
+            rows = rows.checked_add(part.shape[0]).ok_or_else(|| {
+                TensorError::Concat(format!("{rows} rows in all is more than a tensor holds"))
+            })?;
         }
         let mut shape = first.shape.clone();
         shape[0] = rows;
@@ -290,17 +295,23 @@ impl Tensor {
         let rows = self
             .rows()
             .ok_or_else(|| TensorError::Split("a scalar has no dim 0".into()))?;
-        if start + count > rows {
-            return Err(TensorError::Split(format!(
-                "rows {start}..{} out of {rows}",
-                start + count
-            )));
-        }
-        let per_row: usize = self.shape[1..].iter().map(|&d| d as usize).product();
+        let end = start
+            .checked_add(count)
+            .filter(|&end| end <= rows)
+            .ok_or_else(|| {
+                TensorError::Split(format!("rows {start}..{start}+{count} out of {rows}"))
+            })?;
+        // Checked: a tensor with 0 rows is valid whatever its inner dims multiply to.
+        let per_row = self.shape[1..]
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?))
+            .ok_or_else(|| {
+                TensorError::Split(format!("inner dims {:?} are too large", &self.shape[1..]))
+            })?;
         let mut shape = self.shape.clone();
         shape[0] = count as i64;
         if self.dtype == DType::Str {
-            let strings = self.strings[start * per_row..(start + count) * per_row].to_vec();
+            let strings = self.strings[start * per_row..end * per_row].to_vec();
             return Ok(Tensor {
                 dtype: self.dtype,
                 shape,
@@ -308,10 +319,9 @@ impl Tensor {
                 strings,
             });
         }
+        // In range: start..end lies within the rows, whose bytes from_bytes checked.
         let row_bytes = per_row * self.dtype.size().unwrap_or(0);
-        let data = self
-            .data
-            .slice(start * row_bytes..(start + count) * row_bytes);
+        let data = self.data.slice(start * row_bytes..end * row_bytes);
         Ok(Tensor {
             dtype: self.dtype,
             shape,
@@ -340,6 +350,24 @@ pub type NamedTensors = Vec<(String, Tensor)>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Shapes holding a 0 are valid whatever their other dims are, so nothing computed from
+    /// those dims may overflow: concat's row sum and slice's row size are checked.
+    #[test]
+    fn empty_tensors_with_huge_dims_split_and_join_without_overflow() {
+        let huge = 1i64 << 62;
+        let rows = Tensor::from_bytes(DType::F32, vec![huge, 0], Bytes::new()).unwrap();
+        let error = Tensor::concat(&[rows.clone(), rows]).unwrap_err();
+        assert!(
+            error.to_string().contains("more than a tensor holds"),
+            "{error}"
+        );
+        let empty = Tensor::from_bytes(DType::F32, vec![0, huge, huge], Bytes::new()).unwrap();
+        let error = empty.slice_rows(0, 0).unwrap_err();
+        assert!(error.to_string().contains("too large"), "{error}");
+        let error = empty.slice_rows(usize::MAX, 2).unwrap_err();
+        assert!(error.to_string().contains("out of 0"), "{error}");
+    }
 
     /// Concatenating two requests' rows and slicing them back gives each its own rows.
     #[test]
@@ -372,6 +400,24 @@ mod tests {
             err.to_string(),
             "shape [2, 2] holds 4 f32 elements but 3 were given"
         );
+    }
+
+    /// A shape whose byte size overflows is refused, not wrapped into a match with a short
+    /// buffer: a plugin output the `plugin_output` fuzz target builds, `[1 << 62]` f32, no data.
+    #[test]
+    fn from_bytes_refuses_a_byte_size_past_usize() {
+        for (dtype, shape) in [
+            (DType::F32, vec![1i64 << 62]),
+            (DType::F64, vec![1 << 61]),
+            (DType::I16, vec![1 << 62, 2]),
+            (DType::U64, vec![i64::MAX, i64::MAX]),
+        ] {
+            let err = Tensor::from_bytes(dtype, shape.clone(), Bytes::new()).unwrap_err();
+            assert!(
+                matches!(err, TensorError::ElementCount { given: 0, .. }),
+                "{dtype} {shape:?}: {err}"
+            );
+        }
     }
 
     /// String tensors slice by element, not by byte.

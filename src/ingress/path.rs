@@ -209,7 +209,11 @@ fn percent_decode(s: &str) -> Option<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
+            // Two hex digits exactly: from_str_radix alone would take a sign (`%+5`).
             let hex = s.get(i + 1..i + 3)?;
+            if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
             out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
         } else {
@@ -333,6 +337,17 @@ mod tests {
             Err(PathError::NotFound)
         );
         assert_eq!(parse(&Method::GET, "/v1/modelsx"), Err(PathError::NotFound));
+        // A percent sign takes exactly two hex digits; a sign is not one.
+        for path in [
+            "/v1/models/a%+5:predict",
+            "/v1/models/a%-1:predict",
+            "/v1/models/a%zz:predict",
+        ] {
+            assert!(
+                matches!(parse(&Method::POST, path), Err(PathError::Invalid(m)) if m.contains("percent-encoding")),
+                "{path}"
+            );
+        }
     }
 
     /// Every Open Inference Protocol path parses; wrong methods and bad versions are told
