@@ -64,6 +64,10 @@ struct Args {
     /// Also time every route with `[reuse] max_calls = N`, as a twin route `<route>-reuse`.
     #[arg(long)]
     reuse: Option<u32>,
+    /// A `[limits]` table for every route's model.toml, e.g. `max_running_calls = 2` (lines
+    /// separated by `;`), so a comparison can give each route the same share of the cores.
+    #[arg(long)]
+    limits: Option<String>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -98,7 +102,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             .collect();
         routes.extend(twins);
     }
-    let gateway = Gateway::start(&root, &routes, args.reuse)?;
+    let gateway = Gateway::start(&root, &routes, args.reuse, args.limits.as_deref())?;
     let body = Bytes::from(std::fs::read(root.join(IMAGE))?);
     for (route, _) in &routes {
         gateway.check(route, &body).await?;
@@ -150,7 +154,11 @@ impl Gateway {
         root: &Path,
         routes: &[(String, PathBuf)],
         reuse: Option<u32>,
+        limits: Option<&str>,
     ) -> anyhow::Result<Self> {
+        let limits = limits.map_or(String::new(), |l| {
+            format!("[limits]\n{}\n", l.replace(';', "\n"))
+        });
         let model = root.join("plugins/digits/model.onnx");
         let dir = tempfile::tempdir()?;
         for (route, plugin) in routes {
@@ -170,7 +178,7 @@ impl Gateway {
                 folder.join("model.toml"),
                 format!(
                     "backend = \"local\"\nmodel = \"digits\"\nmodel_file = \"model.onnx\"\n\
-                     plugin = \"plugin.wasm\"\n{reuse}"
+                     plugin = \"plugin.wasm\"\n{limits}{reuse}"
                 ),
             )?;
             // A model folder names only its own files: copy them in.
