@@ -489,6 +489,48 @@ async fn idle_instances_give_their_slots_to_waiting_calls() {
     }
 }
 
+/// Under load warm instances are handed over, not thrown away: with 8 clients on 2 slots
+/// every call finds the slots busy, and a call waiting for one takes the instance the call
+/// before it kept. 200 requests (400 plugin calls) instantiate a handful of instances, not
+/// one per call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_instances_are_handed_to_waiting_calls_under_load() {
+    let _serial = SERIAL.lock().await;
+    let (_b, gw) = models(&[(
+        "p",
+        "[limits]\ntimeout_ms = 5000\nmax_concurrent_calls = 2\nmax_running_calls = 1\n[reuse]\nmax_calls = 1000\n",
+    )])
+    .await;
+    let gw = std::sync::Arc::new(gw);
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let gw = gw.clone();
+            tokio::spawn(async move {
+                for _ in 0..25 {
+                    let reply = gw.post("/v1/models/p:predict", "ok").await;
+                    assert_eq!(reply.status, 200, "{}", reply.text());
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+    let metrics = gw.admin_get("/metrics", &[]).await.text();
+    let instantiated: u64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("infergate_plugin_instantiate_duration_seconds_count")
+                && l.contains("model=\"p\"")
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert!(
+        (1..=16).contains(&instantiated),
+        "400 calls instantiated {instantiated} instances\n{metrics}"
+    );
+}
+
 /// Nor do they make another model wait: with a gateway pool of two instances, both held by a
 /// reusing model's idle instances, a second model's calls free them and are served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

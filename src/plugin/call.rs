@@ -13,7 +13,7 @@ use super::bindings::{post::Postprocessor, pre::Preprocessor};
 use super::convert;
 use super::host::{EPOCH_TICK, Host};
 use super::sandbox::{CallTag, Sandbox};
-use super::share::{Export, Share, Slot, Warm};
+use super::share::{Acquired, Export, Share, Slot, Warm};
 use super::types::{CallError, CallLimits, PluginRequest, Prepared};
 use crate::reply::Reply;
 use crate::tensor::NamedTensors;
@@ -155,30 +155,31 @@ impl Plugin {
         limits: CallLimits,
         tag: CallTag,
     ) -> Result<Lease<I>, CallError> {
-        if let Some(warm) = self.share.take_warm::<I>() {
-            let Warm {
+        let acquired = self
+            .share
+            .acquire::<I>(self.host.instances(), self.host.idlers(), limits.timeout)
+            .await?;
+        Ok(match acquired {
+            Acquired::Warm(Warm {
                 mut store,
                 instance,
                 slot,
                 calls,
-            } = warm;
-            arm(&mut store, limits, tag);
-            return Ok(Lease {
+            }) => {
+                arm(&mut store, limits, tag);
+                Lease {
+                    slot,
+                    store,
+                    warm: Some(instance),
+                    calls,
+                }
+            }
+            Acquired::Slot(slot) => Lease {
                 slot,
-                store,
-                warm: Some(instance),
-                calls,
-            });
-        }
-        let slot = self
-            .share
-            .slot(self.host.instances(), self.host.idlers(), limits.timeout)
-            .await?;
-        Ok(Lease {
-            slot,
-            store: new_store(&self.host, limits, tag),
-            warm: None,
-            calls: 0,
+                store: new_store(&self.host, limits, tag),
+                warm: None,
+                calls: 0,
+            },
         })
     }
 

@@ -15,10 +15,12 @@
 //! - **warm instances** (opt-in, `[reuse] max_calls` in model.toml): an instance whose call
 //!   returned normally goes back to the model's idle list, still holding its slot, and serves
 //!   the model's next call, up to `max_calls` calls; a trap, a deadline or a memory-cap hit
-//!   discards it. Idle instances never make a call wait: a call that finds the model's slots
-//!   taken first discards the model's idle ones, and one that finds the gateway's pool full
-//!   discards every model's idle ones ([`Idlers`]). The idle lists are the model's own, so an
-//!   instance never serves two models.
+//!   discards it. Under load the instance is handed over: a call of the same export (pre or
+//!   post) waiting for a slot takes it, warm, so reuse keeps working when the model's slots
+//!   are all busy — which is when it matters. Idle instances never make a call wait: one
+//!   that no waiting call can use (the other export's) is discarded to free its slot, and a
+//!   call that finds the gateway's pool full discards every model's idle ones ([`Idlers`]).
+//!   The idle lists are the model's own, so an instance never serves two models.
 //!
 //! The host adds one gate shared by every model: `plugins.max_instances`, the pooling
 //! allocator's slots, so the sum of the models' slots can exceed it without a call ever
@@ -31,7 +33,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::bindings::{post::Postprocessor, pre::Preprocessor};
 use super::sandbox::Sandbox;
@@ -92,6 +94,18 @@ struct Inner {
     reuse: Option<u32>,
     /// Warm instances between calls, each holding its slot.
     idle: Mutex<Idle>,
+    /// Per export: the waiting calls that could take a warm instance of it, and how they
+    /// hear that one was kept.
+    pre_waiters: Waiters,
+    post_waiters: Waiters,
+}
+
+/// The calls of one export waiting for a slot, and the signal that a warm instance of that
+/// export was just kept.
+#[derive(Debug, Default)]
+struct Waiters {
+    count: AtomicUsize,
+    kept: Notify,
 }
 
 /// A model's warm instances between calls, one list per export.
@@ -119,20 +133,54 @@ pub(super) struct Warm<I> {
     pub calls: u32,
 }
 
-/// Which export's idle list an instance type belongs to.
+/// Which export's idle list and waiters an instance type belongs to.
 pub(super) trait Export: Sized {
     fn list(idle: &mut Idle) -> &mut Vec<Warm<Self>>;
+    fn waiters(inner: &Inner) -> &Waiters;
 }
 
 impl Export for Preprocessor {
     fn list(idle: &mut Idle) -> &mut Vec<Warm<Self>> {
         &mut idle.pre
     }
+    fn waiters(inner: &Inner) -> &Waiters {
+        &inner.pre_waiters
+    }
 }
 
 impl Export for Postprocessor {
     fn list(idle: &mut Idle) -> &mut Vec<Warm<Self>> {
         &mut idle.post
+    }
+    fn waiters(inner: &Inner) -> &Waiters {
+        &inner.post_waiters
+    }
+}
+
+/// What a call got to run in: a warm instance of its model (which holds its slot), or a slot
+/// for a fresh one.
+pub(super) enum Acquired<I> {
+    Warm(Warm<I>),
+    Slot(Slot),
+}
+
+impl Inner {
+    /// Discards the idle instances of each export no call waits for (outside the lock:
+    /// dropping a store resets its slot), so their slots go to the calls that wait.
+    fn discard_unwanted(&self) {
+        let mut idle = lock(&self.idle);
+        let pre = if self.pre_waiters.count.load(Ordering::SeqCst) == 0 {
+            std::mem::take(&mut idle.pre)
+        } else {
+            Vec::new()
+        };
+        let post = if self.post_waiters.count.load(Ordering::SeqCst) == 0 {
+            std::mem::take(&mut idle.post)
+        } else {
+            Vec::new()
+        };
+        drop(idle);
+        drop((pre, post));
     }
 }
 
@@ -189,6 +237,8 @@ impl Share {
                 waiting: AtomicUsize::new(0),
                 reuse: None,
                 idle: Mutex::default(),
+                pre_waiters: Waiters::default(),
+                post_waiters: Waiters::default(),
             })),
         }
     }
@@ -222,23 +272,31 @@ impl Share {
         I::list(&mut lock(&inner.idle)).pop()
     }
 
-    /// Keeps `warm` for the model's next call — unless reuse is off, it has served its
-    /// `max_calls`, or a call is waiting for a slot (the slot goes to that call: the instance
-    /// is dropped here, which frees it).
+    /// Keeps `warm` for the model's next call, handing it to a waiting call of the same
+    /// export if there is one — unless reuse is off, it has served its `max_calls`, or only
+    /// calls that can't use it wait (another model for the gateway's pool, or the model's
+    /// other export for a slot): then it is dropped here, which frees its slot for them.
     pub(super) fn keep_warm<I: Export>(&self, idlers: &Idlers, warm: Warm<I>) {
         let Some(inner) = &self.inner else { return };
         let Some(max_calls) = inner.reuse else { return };
-        if warm.calls >= max_calls {
+        if warm.calls >= max_calls || idlers.waiting.load(Ordering::SeqCst) > 0 {
             return;
         }
+        let waiters = I::waiters(inner);
         let mut idle = lock(&inner.idle);
-        // Checked under the lock a waiter takes to discard the idle instances after counting
-        // itself, so no instance is kept once someone waits.
-        if inner.waiting.load(Ordering::SeqCst) > 0 || idlers.waiting.load(Ordering::SeqCst) > 0 {
+        // Checked under the lock a waiter takes (in `discard_unwanted` and when it looks for a
+        // warm instance) after counting itself, so an instance is never left idle while a
+        // call that can't use it waits for its slot.
+        let wanted = waiters.count.load(Ordering::SeqCst) > 0;
+        if !wanted && inner.waiting.load(Ordering::SeqCst) > 0 {
             drop(idle);
             return;
         }
         I::list(&mut idle).push(warm);
+        drop(idle);
+        if wanted {
+            waiters.kept.notify_waiters();
+        }
     }
 
     /// No bounds of its own: only the host's pool applies (plugins loaded outside a gateway,
@@ -262,14 +320,31 @@ impl Share {
         })
     }
 
-    /// Waits (first come, first served) for one of the model's slots, then one of the host's,
-    /// for at most `wait`. The slot is held until the returned [`Slot`] drops.
-    pub(super) async fn slot(
+    /// A warm instance of the model for an `I` call if one is idle (with `[reuse]`), else
+    /// one of the model's slots, then one of the host's, waiting for at most `wait`: first
+    /// come, first served for the slots, and a warm instance the model keeps meanwhile goes
+    /// to a waiting call at once. The slot is held until the returned instance or [`Slot`]
+    /// drops.
+    pub(super) async fn acquire<I: Export>(
         &self,
         pool: &Arc<Semaphore>,
         idlers: &Idlers,
         wait: Duration,
-    ) -> Result<Slot, CallError> {
+    ) -> Result<Acquired<I>, CallError> {
+        if let Some(warm) = self.take_warm::<I>() {
+            return Ok(Acquired::Warm(warm));
+        }
+        self.slot::<I>(pool, idlers, wait).await
+    }
+
+    /// Waits for one of the model's slots, or a warm instance the model keeps meanwhile, then
+    /// (for a slot) one of the host's; for at most `wait` in all.
+    async fn slot<I: Export>(
+        &self,
+        pool: &Arc<Semaphore>,
+        idlers: &Idlers,
+        wait: Duration,
+    ) -> Result<Acquired<I>, CallError> {
         // The fast path takes no timer: both are free.
         let model = match &self.inner {
             None => None,
@@ -280,21 +355,26 @@ impl Share {
             _ => pool.clone().try_acquire_owned().ok(),
         };
         if let Some(pool_permit) = fast {
-            return Ok(Slot {
+            return Ok(Acquired::Slot(Slot {
                 _model: model,
                 _pool: pool_permit,
-            });
+            }));
         }
         // One deadline for both waits: the call's own.
         let deadline = tokio::time::Instant::now() + wait;
         let model = match (&self.inner, model) {
             (Some(inner), None) => {
+                let waiters = I::waiters(inner);
                 inner.waiting.fetch_add(1, Ordering::SeqCst);
-                // The model's idle instances give their slots to the waiting call.
-                drop(std::mem::take(&mut *lock(&inner.idle)));
-                let waited = tokio::time::timeout_at(deadline, acquire(&inner.slots)).await;
+                waiters.count.fetch_add(1, Ordering::SeqCst);
+                let waited =
+                    tokio::time::timeout_at(deadline, Self::model_slot::<I>(inner, waiters)).await;
+                waiters.count.fetch_sub(1, Ordering::SeqCst);
                 inner.waiting.fetch_sub(1, Ordering::SeqCst);
-                Some(waited.map_err(|_| self.busy(wait))?)
+                match waited.map_err(|_| self.busy(wait))? {
+                    Ok(permit) => Some(permit),
+                    Err(warm) => return Ok(Acquired::Warm(warm)),
+                }
             }
             (_, model) => model,
         };
@@ -309,10 +389,47 @@ impl Share {
                 waited.map_err(|_| pool_busy(wait))?
             }
         };
-        Ok(Slot {
+        Ok(Acquired::Slot(Slot {
             _model: model,
             _pool: pool,
-        })
+        }))
+    }
+
+    /// A slot for a fresh instance (the unit tests' view of [`Share::slot`]: they keep no
+    /// instances).
+    #[cfg(test)]
+    async fn fresh_slot(
+        &self,
+        pool: &Arc<Semaphore>,
+        idlers: &Idlers,
+        wait: Duration,
+    ) -> Result<Slot, CallError> {
+        match self.slot::<Preprocessor>(pool, idlers, wait).await? {
+            Acquired::Slot(slot) => Ok(slot),
+            Acquired::Warm(_) => unreachable!("nothing was kept warm"),
+        }
+    }
+
+    /// The wait for a model slot: a permit, or (`Err`) a warm instance kept meanwhile.
+    async fn model_slot<I: Export>(
+        inner: &Inner,
+        waiters: &Waiters,
+    ) -> Result<OwnedSemaphorePermit, Warm<I>> {
+        loop {
+            // Registered before looking, so an instance kept after the look still wakes us.
+            let kept = waiters.kept.notified();
+            tokio::pin!(kept);
+            kept.as_mut().enable();
+            if let Some(warm) = I::list(&mut lock(&inner.idle)).pop() {
+                return Err(warm);
+            }
+            // Idle instances no waiting call can use give their slots to the waiting calls.
+            inner.discard_unwanted();
+            tokio::select! {
+                permit = acquire(&inner.slots) => return Ok(permit),
+                () = &mut kept => {}
+            }
+        }
     }
 
     fn busy(&self, waited: Duration) -> CallError {
@@ -443,11 +560,11 @@ mod tests {
         let share = Share::new(config(1, 1));
         let pool = Arc::new(Semaphore::new(10));
         let held = share
-            .slot(&pool, &Idlers::default(), Duration::from_secs(1))
+            .fresh_slot(&pool, &Idlers::default(), Duration::from_secs(1))
             .await
             .unwrap();
         let refused = share
-            .slot(&pool, &Idlers::default(), Duration::from_millis(100))
+            .fresh_slot(&pool, &Idlers::default(), Duration::from_millis(100))
             .await;
         let Err(CallError::Busy(message)) = refused else {
             panic!("{refused:?}")
@@ -460,7 +577,7 @@ mod tests {
             let (share, pool) = (share.clone(), pool.clone());
             async move {
                 share
-                    .slot(&pool, &Idlers::default(), Duration::from_secs(1))
+                    .fresh_slot(&pool, &Idlers::default(), Duration::from_secs(1))
                     .await
                     .is_ok()
             }
@@ -477,11 +594,11 @@ mod tests {
         let pool = Arc::new(Semaphore::new(1));
         let (a, b) = (Share::new(config(4, 1)), Share::new(config(4, 1)));
         let held = a
-            .slot(&pool, &Idlers::default(), Duration::from_secs(1))
+            .fresh_slot(&pool, &Idlers::default(), Duration::from_secs(1))
             .await
             .unwrap();
         let refused = b
-            .slot(&pool, &Idlers::default(), Duration::from_millis(10))
+            .fresh_slot(&pool, &Idlers::default(), Duration::from_millis(10))
             .await;
         let Err(CallError::Busy(message)) = refused else {
             panic!("{refused:?}")
@@ -489,18 +606,18 @@ mod tests {
         assert!(message.contains("plugins.max_instances"), "{message}");
         drop(held);
         assert!(
-            b.slot(&pool, &Idlers::default(), Duration::from_millis(10))
+            b.fresh_slot(&pool, &Idlers::default(), Duration::from_millis(10))
                 .await
                 .is_ok()
         );
         let unbounded = Share::unbounded();
         let _held = unbounded
-            .slot(&pool, &Idlers::default(), Duration::from_secs(1))
+            .fresh_slot(&pool, &Idlers::default(), Duration::from_secs(1))
             .await
             .unwrap();
         assert!(matches!(
             unbounded
-                .slot(&pool, &Idlers::default(), Duration::from_millis(10))
+                .fresh_slot(&pool, &Idlers::default(), Duration::from_millis(10))
                 .await,
             Err(CallError::Busy(_))
         ));
