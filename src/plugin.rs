@@ -67,6 +67,8 @@ pub struct Plugin {
     post: Option<PostprocessorPre<Sandbox>>,
     /// The model's share of the runtime, which every call of this plugin runs in.
     share: Share,
+    /// Tells this load's warm instances from any other plugin's (`[reuse]`).
+    key: share::PluginKey,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -152,6 +154,7 @@ impl Plugin {
             pre,
             post,
             share: Share::unbounded(),
+            key: next_key(),
         })
     }
 
@@ -196,4 +199,10 @@ fn check_size(host: &Host, size: u64) -> Result<(), String> {
         mib(size),
         mib(limit)
     ))
+}
+
+/// A key no other plugin load has had.
+fn next_key() -> share::PluginKey {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }

@@ -15,12 +15,14 @@
 //! - **warm instances** (opt-in, `[reuse] max_calls` in model.toml): an instance whose call
 //!   returned normally goes back to the model's idle list, still holding its slot, and serves
 //!   the model's next call, up to `max_calls` calls; a trap, a deadline or a memory-cap hit
-//!   discards it. Under load the instance is handed over: a call of the same export (pre or
-//!   post) waiting for a slot takes it, warm, so reuse keeps working when the model's slots
-//!   are all busy — which is when it matters. Idle instances never make a call wait: one
-//!   that no waiting call can use (the other export's) is discarded to free its slot, and a
-//!   call that finds the gateway's pool full discards every model's idle ones ([`Idlers`]).
-//!   The idle lists are the model's own, so an instance never serves two models.
+//!   discards it. An instance is one instance of the plugin's component, so when one file
+//!   is both the model's pre and post plugin (`plugin = …`) the same instance serves both
+//!   calls of a request. Under load the instance is handed over: a call of the model waiting
+//!   for a slot takes it, warm, so reuse keeps working when the model's slots are all busy
+//!   — which is when it matters. Idle instances never make a call wait: one that no waiting
+//!   call can use (another plugin file's) is discarded to free its slot, and a call that
+//!   finds the gateway's pool full discards every model's idle ones ([`Idlers`]). The idle
+//!   list is the model's own, so an instance never serves two models.
 //!
 //! The host adds one gate shared by every model: `plugins.max_instances`, the pooling
 //! allocator's slots, so the sum of the models' slots can exceed it without a call ever
@@ -35,7 +37,6 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use super::bindings::{post::Postprocessor, pre::Preprocessor};
 use super::sandbox::Sandbox;
 use super::types::CallError;
 
@@ -92,95 +93,107 @@ struct Inner {
     waiting: AtomicUsize,
     /// `[reuse] max_calls`: calls one instance may serve; `None`, a fresh instance per call.
     reuse: Option<u32>,
-    /// Warm instances between calls, each holding its slot.
+    /// Warm instances between calls, each holding its slot, and the calls waiting for one.
     idle: Mutex<Idle>,
-    /// Per export: the waiting calls that could take a warm instance of it, and how they
-    /// hear that one was kept.
-    pre_waiters: Waiters,
-    post_waiters: Waiters,
-}
-
-/// The calls of one export waiting for a slot, and the signal that a warm instance of that
-/// export was just kept.
-#[derive(Debug, Default)]
-struct Waiters {
-    count: AtomicUsize,
+    /// Tells waiting calls that an instance they can use was just kept.
     kept: Notify,
 }
 
-/// A model's warm instances between calls, one list per export.
+/// A model's warm instances between calls, and the calls waiting for a slot, by plugin: an
+/// instance serves calls of the plugin (component) it is an instance of.
 #[derive(Default)]
 pub(super) struct Idle {
-    pre: Vec<Warm<Preprocessor>>,
-    post: Vec<Warm<Postprocessor>>,
+    instances: Vec<Warm>,
+    /// (plugin, calls of it waiting for a slot); a model has one or two plugins.
+    waiting: Vec<(PluginKey, usize)>,
+}
+
+/// Which loaded plugin an instance belongs to: unique per [`super::Plugin`] load.
+pub(super) type PluginKey = u64;
+
+impl Idle {
+    fn waiting_for(&self, plugin: PluginKey) -> usize {
+        self.waiting
+            .iter()
+            .find(|(p, _)| *p == plugin)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    fn count_waiter(&mut self, plugin: PluginKey, up: bool) {
+        match self.waiting.iter_mut().find(|(p, _)| *p == plugin) {
+            Some((_, n)) if up => *n += 1,
+            Some((_, n)) => *n = n.saturating_sub(1),
+            None if up => self.waiting.push((plugin, 1)),
+            None => {}
+        }
+        self.waiting.retain(|(_, n)| *n > 0);
+    }
+
+    fn take(&mut self, plugin: PluginKey) -> Option<Warm> {
+        let at = self.instances.iter().rposition(|w| w.plugin == plugin)?;
+        Some(self.instances.swap_remove(at))
+    }
+
+    /// Removes the instances no waiting call can use, for the caller to drop outside the lock.
+    fn unwanted(&mut self) -> Vec<Warm> {
+        let (keep, unwanted): (Vec<Warm>, Vec<Warm>) = std::mem::take(&mut self.instances)
+            .into_iter()
+            .partition(|w| self.waiting_for(w.plugin) > 0);
+        self.instances = keep;
+        unwanted
+    }
 }
 
 impl std::fmt::Debug for Idle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Idle")
-            .field("pre", &self.pre.len())
-            .field("post", &self.post.len())
+            .field("instances", &self.instances.len())
+            .field("waiting", &self.waiting)
             .finish()
     }
 }
 
 /// An instance kept for the model's next call: its store (memory, globals and all), the
-/// instance, the slot it holds, and the calls it has served.
-pub(super) struct Warm<I> {
+/// component instance (which export a call uses is bound per call), the plugin it is an
+/// instance of, the slot it holds, and the calls it has served.
+pub(super) struct Warm {
     pub store: wasmtime::Store<Sandbox>,
-    pub instance: I,
+    pub instance: wasmtime::component::Instance,
+    pub plugin: PluginKey,
     pub slot: Slot,
     pub calls: u32,
 }
 
-/// Which export's idle list and waiters an instance type belongs to.
-pub(super) trait Export: Sized {
-    fn list(idle: &mut Idle) -> &mut Vec<Warm<Self>>;
-    fn waiters(inner: &Inner) -> &Waiters;
-}
-
-impl Export for Preprocessor {
-    fn list(idle: &mut Idle) -> &mut Vec<Warm<Self>> {
-        &mut idle.pre
-    }
-    fn waiters(inner: &Inner) -> &Waiters {
-        &inner.pre_waiters
-    }
-}
-
-impl Export for Postprocessor {
-    fn list(idle: &mut Idle) -> &mut Vec<Warm<Self>> {
-        &mut idle.post
-    }
-    fn waiters(inner: &Inner) -> &Waiters {
-        &inner.post_waiters
-    }
-}
-
-/// What a call got to run in: a warm instance of its model (which holds its slot), or a slot
-/// for a fresh one.
-pub(super) enum Acquired<I> {
-    Warm(Warm<I>),
+/// What a call got to run in: a warm instance of its plugin (which holds its slot), or a
+/// slot for a fresh one.
+pub(super) enum Acquired {
+    Warm(Warm),
     Slot(Slot),
 }
 
-impl Inner {
-    /// Discards the idle instances of each export no call waits for (outside the lock:
-    /// dropping a store resets its slot), so their slots go to the calls that wait.
-    fn discard_unwanted(&self) {
-        let mut idle = lock(&self.idle);
-        let pre = if self.pre_waiters.count.load(Ordering::SeqCst) == 0 {
-            std::mem::take(&mut idle.pre)
-        } else {
-            Vec::new()
-        };
-        let post = if self.post_waiters.count.load(Ordering::SeqCst) == 0 {
-            std::mem::take(&mut idle.post)
-        } else {
-            Vec::new()
-        };
+/// Counts a call as waiting for a slot of its model (under the idle list's lock, which keeping
+/// an instance also takes) until dropped, however the wait ends: a slot, a warm instance, the
+/// deadline, or the call being cancelled.
+struct Waiting<'a> {
+    inner: &'a Inner,
+    plugin: PluginKey,
+}
+
+impl<'a> Waiting<'a> {
+    fn start(inner: &'a Inner, plugin: PluginKey) -> Self {
+        let mut idle = lock(&inner.idle);
+        idle.count_waiter(plugin, true);
+        inner.waiting.fetch_add(1, Ordering::SeqCst);
         drop(idle);
-        drop((pre, post));
+        Waiting { inner, plugin }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut idle = lock(&self.inner.idle);
+        idle.count_waiter(self.plugin, false);
+        self.inner.waiting.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -213,7 +226,7 @@ impl Idlers {
             .filter_map(Weak::upgrade)
             .collect();
         for inner in shares {
-            drop(std::mem::take(&mut *lock(&inner.idle)));
+            drop(std::mem::take(&mut lock(&inner.idle).instances));
         }
     }
 }
@@ -237,8 +250,7 @@ impl Share {
                 waiting: AtomicUsize::new(0),
                 reuse: None,
                 idle: Mutex::default(),
-                pre_waiters: Waiters::default(),
-                post_waiters: Waiters::default(),
+                kept: Notify::new(),
             })),
         }
     }
@@ -257,45 +269,42 @@ impl Share {
         self.inner.as_ref().and_then(|i| i.reuse)
     }
 
-    /// Idle warm instances now (pre and post).
+    /// Idle warm instances now.
     pub fn idle(&self) -> usize {
-        self.inner.as_ref().map_or(0, |i| {
-            let idle = lock(&i.idle);
-            idle.pre.len() + idle.post.len()
-        })
+        self.inner
+            .as_ref()
+            .map_or(0, |i| lock(&i.idle).instances.len())
     }
 
-    /// A warm instance for the next call, if one is idle.
-    pub(super) fn take_warm<I: Export>(&self) -> Option<Warm<I>> {
+    /// A warm instance of `plugin` for the next call, if one is idle.
+    fn take_warm(&self, plugin: PluginKey) -> Option<Warm> {
         let inner = self.inner.as_ref()?;
         inner.reuse?;
-        I::list(&mut lock(&inner.idle)).pop()
+        lock(&inner.idle).take(plugin)
     }
 
-    /// Keeps `warm` for the model's next call, handing it to a waiting call of the same
-    /// export if there is one — unless reuse is off, it has served its `max_calls`, or only
-    /// calls that can't use it wait (another model for the gateway's pool, or the model's
-    /// other export for a slot): then it is dropped here, which frees its slot for them.
-    pub(super) fn keep_warm<I: Export>(&self, idlers: &Idlers, warm: Warm<I>) {
+    /// Keeps `warm` for the model's next call, handing it to a waiting call of its plugin if
+    /// there is one — unless reuse is off, it has served its `max_calls`, or only calls that
+    /// can't use it wait (another model for the gateway's pool, or the model's other plugin
+    /// for a slot): then it is dropped here, which frees its slot for them.
+    pub(super) fn keep_warm(&self, idlers: &Idlers, warm: Warm) {
         let Some(inner) = &self.inner else { return };
         let Some(max_calls) = inner.reuse else { return };
         if warm.calls >= max_calls || idlers.waiting.load(Ordering::SeqCst) > 0 {
             return;
         }
-        let waiters = I::waiters(inner);
         let mut idle = lock(&inner.idle);
-        // Checked under the lock a waiter takes (in `discard_unwanted` and when it looks for a
-        // warm instance) after counting itself, so an instance is never left idle while a
-        // call that can't use it waits for its slot.
-        let wanted = waiters.count.load(Ordering::SeqCst) > 0;
+        // Under the lock a waiter counts itself in and looks for an instance, so an instance
+        // is never left idle while a call that can't use it waits for its slot.
+        let wanted = idle.waiting_for(warm.plugin) > 0;
         if !wanted && inner.waiting.load(Ordering::SeqCst) > 0 {
             drop(idle);
             return;
         }
-        I::list(&mut idle).push(warm);
+        idle.instances.push(warm);
         drop(idle);
         if wanted {
-            waiters.kept.notify_waiters();
+            inner.kept.notify_waiters();
         }
     }
 
@@ -325,26 +334,28 @@ impl Share {
     /// come, first served for the slots, and a warm instance the model keeps meanwhile goes
     /// to a waiting call at once. The slot is held until the returned instance or [`Slot`]
     /// drops.
-    pub(super) async fn acquire<I: Export>(
+    pub(super) async fn acquire(
         &self,
+        plugin: PluginKey,
         pool: &Arc<Semaphore>,
         idlers: &Idlers,
         wait: Duration,
-    ) -> Result<Acquired<I>, CallError> {
-        if let Some(warm) = self.take_warm::<I>() {
+    ) -> Result<Acquired, CallError> {
+        if let Some(warm) = self.take_warm(plugin) {
             return Ok(Acquired::Warm(warm));
         }
-        self.slot::<I>(pool, idlers, wait).await
+        self.slot(plugin, pool, idlers, wait).await
     }
 
     /// Waits for one of the model's slots, or a warm instance the model keeps meanwhile, then
     /// (for a slot) one of the host's; for at most `wait` in all.
-    async fn slot<I: Export>(
+    async fn slot(
         &self,
+        plugin: PluginKey,
         pool: &Arc<Semaphore>,
         idlers: &Idlers,
         wait: Duration,
-    ) -> Result<Acquired<I>, CallError> {
+    ) -> Result<Acquired, CallError> {
         // The fast path takes no timer: both are free.
         let model = match &self.inner {
             None => None,
@@ -364,13 +375,10 @@ impl Share {
         let deadline = tokio::time::Instant::now() + wait;
         let model = match (&self.inner, model) {
             (Some(inner), None) => {
-                let waiters = I::waiters(inner);
-                inner.waiting.fetch_add(1, Ordering::SeqCst);
-                waiters.count.fetch_add(1, Ordering::SeqCst);
+                let waiting = Waiting::start(inner, plugin);
                 let waited =
-                    tokio::time::timeout_at(deadline, Self::model_slot::<I>(inner, waiters)).await;
-                waiters.count.fetch_sub(1, Ordering::SeqCst);
-                inner.waiting.fetch_sub(1, Ordering::SeqCst);
+                    tokio::time::timeout_at(deadline, Self::model_slot(inner, plugin)).await;
+                drop(waiting);
                 match waited.map_err(|_| self.busy(wait))? {
                     Ok(permit) => Some(permit),
                     Err(warm) => return Ok(Acquired::Warm(warm)),
@@ -404,27 +412,28 @@ impl Share {
         idlers: &Idlers,
         wait: Duration,
     ) -> Result<Slot, CallError> {
-        match self.slot::<Preprocessor>(pool, idlers, wait).await? {
+        match self.slot(0, pool, idlers, wait).await? {
             Acquired::Slot(slot) => Ok(slot),
             Acquired::Warm(_) => unreachable!("nothing was kept warm"),
         }
     }
 
     /// The wait for a model slot: a permit, or (`Err`) a warm instance kept meanwhile.
-    async fn model_slot<I: Export>(
-        inner: &Inner,
-        waiters: &Waiters,
-    ) -> Result<OwnedSemaphorePermit, Warm<I>> {
+    async fn model_slot(inner: &Inner, plugin: PluginKey) -> Result<OwnedSemaphorePermit, Warm> {
         loop {
             // Registered before looking, so an instance kept after the look still wakes us.
-            let kept = waiters.kept.notified();
+            let kept = inner.kept.notified();
             tokio::pin!(kept);
             kept.as_mut().enable();
-            if let Some(warm) = I::list(&mut lock(&inner.idle)).pop() {
+            let mut idle = lock(&inner.idle);
+            if let Some(warm) = idle.take(plugin) {
                 return Err(warm);
             }
-            // Idle instances no waiting call can use give their slots to the waiting calls.
-            inner.discard_unwanted();
+            // Idle instances no waiting call can use give their slots to the waiting calls
+            // (dropped outside the lock: dropping a store resets its slot).
+            let unwanted = idle.unwanted();
+            drop(idle);
+            drop(unwanted);
             tokio::select! {
                 permit = acquire(&inner.slots) => return Ok(permit),
                 () = &mut kept => {}
