@@ -329,7 +329,7 @@ impl Share {
         })
     }
 
-    /// A warm instance of the model for an `I` call if one is idle (with `[reuse]`), else
+    /// A warm instance of `plugin` (the calling plugin load) if one is idle (`[reuse]`), else
     /// one of the model's slots, then one of the host's, waiting for at most `wait`: first
     /// come, first served for the slots, and a warm instance the model keeps meanwhile goes
     /// to a waiting call at once. The slot is held until the returned instance or [`Slot`]
@@ -425,14 +425,16 @@ impl Share {
             let kept = inner.kept.notified();
             tokio::pin!(kept);
             kept.as_mut().enable();
-            let mut idle = lock(&inner.idle);
-            if let Some(warm) = idle.take(plugin) {
-                return Err(warm);
-            }
             // Idle instances no waiting call can use give their slots to the waiting calls
-            // (dropped outside the lock: dropping a store resets its slot).
-            let unwanted = idle.unwanted();
-            drop(idle);
+            // (dropped outside the lock: dropping a store resets its slot). A block, not
+            // `drop`, ends the guard: the future must not hold it across the await below.
+            let unwanted = {
+                let mut idle = lock(&inner.idle);
+                if let Some(warm) = idle.take(plugin) {
+                    return Err(warm);
+                }
+                idle.unwanted()
+            };
             drop(unwanted);
             tokio::select! {
                 permit = acquire(&inner.slots) => return Ok(permit),
