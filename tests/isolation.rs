@@ -433,8 +433,7 @@ async fn reuse_is_a_per_model_opt_in_bounded_by_max_calls() {
         "{admin}"
     );
     assert_eq!(
-        admin["models"]["warm"]["calls"]["idle"],
-        1,
+        admin["models"]["warm"]["calls"]["idle"], 1,
         "the third request's instance, which served its pre and post: {admin}"
     );
 }
