@@ -87,7 +87,7 @@ pub fn decode_image(
             "bytes: neither PNG nor JPEG (no PNG signature or JPEG SOI marker at the start)",
         );
     };
-    let hwc = native.to_color(color, budget)?;
+    let hwc = native.into_color(color, budget)?;
     budget.check()?;
     Ok(match layout {
         Layout::Hwc => hwc,
@@ -164,7 +164,7 @@ pub(super) fn with_image_crate(
 
 impl Native {
     /// The `[h, w, c]` u8 image in `color`: the samples themselves when they already are.
-    pub(super) fn to_color(self, color: Color, budget: &mut Budget) -> OpResult<Array> {
+    pub(super) fn into_color(self, color: Color, budget: &mut Budget) -> OpResult<Array> {
         let (w, h, channels, wide) = (self.width, self.height, self.channels, self.wide);
         let c = match color {
             Color::Gray => 1,

@@ -273,7 +273,7 @@ fn decode_time_against_the_image_crate() {
             let mut b = budget(1 << 30);
             let n: Native =
                 with_image_crate(data, ImageFormat::Jpeg, "JPEG", &limits, &mut b).unwrap();
-            n.to_color(Color::Rgb, &mut b).unwrap()
+            n.into_color(Color::Rgb, &mut b).unwrap()
         });
         println!(
             "{what}: this decoder {:.1} us, image crate (zune-jpeg) {:.1} us, ratio {:.2}",
