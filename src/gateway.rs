@@ -63,7 +63,8 @@ impl Gateway {
     /// Loads every model folder. Fails if any folder is invalid, naming each one.
     pub fn load(config: GatewayConfig) -> Result<Gateway, StartError> {
         let host = Host::sized(config.plugins.max_instances)?
-            .with_cache_dir(config.plugins.effective_cache_dir());
+            .with_cache_dir(config.plugins.effective_cache_dir())
+            .with_max_plugin_mb(config.plugins.max_plugin_mb);
         Self::load_with(config, host)
     }
 

@@ -32,7 +32,9 @@ use std::time::SystemTime;
 use sha2::{Digest, Sha256};
 
 pub use convert::{RawTensor, check_prepared, check_response};
-pub use host::{Allocator, DEFAULT_MAX_INSTANCES, EPOCH_TICK, Host, HostError};
+pub use host::{
+    Allocator, DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PLUGIN_MB, EPOCH_TICK, Host, HostError,
+};
 pub use sandbox::CallTag;
 pub use share::{Share, ShareConfig, cores};
 pub use types::{CallError, CallLimits, PluginRequest, Prepared, Rejection};
@@ -65,6 +67,8 @@ pub struct Plugin {
     post: Option<PostprocessorPre<Sandbox>>,
     /// The model's share of the runtime, which every call of this plugin runs in.
     share: Share,
+    /// Tells this load's warm instances from any other plugin's (`[reuse]`).
+    key: share::PluginKey,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -84,6 +88,11 @@ impl Plugin {
             path: path.to_path_buf(),
             reason,
         };
+        // The size first, from the file's metadata, so an oversized file is never read.
+        let size = std::fs::metadata(path)
+            .map_err(|e| fail(format!("cannot read: {e}")))?
+            .len();
+        check_size(host, size).map_err(fail)?;
         let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))?;
         Self::from_bytes(host, path, &bytes, needs)
     }
@@ -99,6 +108,7 @@ impl Plugin {
             path: path.to_path_buf(),
             reason,
         };
+        check_size(host, bytes.len() as u64).map_err(fail)?;
         if !bytes.starts_with(b"\0asm") {
             return Err(fail(
                 "not a WebAssembly file (build plugins with `--target wasm32-wasip2`)".into(),
@@ -144,6 +154,7 @@ impl Plugin {
             pre,
             post,
             share: Share::unbounded(),
+            key: next_key(),
         })
     }
 
@@ -172,4 +183,26 @@ impl Plugin {
     pub fn loaded_at(&self) -> SystemTime {
         self.loaded_at
     }
+}
+
+/// Refuses a plugin file bigger than `plugins.max_plugin_mb`, saying by how much.
+fn check_size(host: &Host, size: u64) -> Result<(), String> {
+    let limit = host.max_plugin_bytes();
+    if size <= limit {
+        return Ok(());
+    }
+    #[allow(clippy::cast_precision_loss)] // a size shown to one decimal
+    let mib = |bytes: u64| bytes as f64 / f64::from(1u32 << 20);
+    Err(format!(
+        "is {:.1} MiB, over the {:.0} MiB a plugin may be (plugins.max_plugin_mb in \
+         gateway.toml); compiling it would take memory and time in proportion",
+        mib(size),
+        mib(limit)
+    ))
+}
+
+/// A key no other plugin load has had.
+fn next_key() -> share::PluginKey {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }

@@ -358,6 +358,68 @@ async fn non_components_refuse_to_load() {
     }
 }
 
+/// `fixture` with a custom section of `mib` MiB appended: a valid component of that size
+/// (a CPython component with bundled packages runs to tens of MB).
+fn padded_component(fixture_name: &str, mib: usize) -> Vec<u8> {
+    let mut bytes = std::fs::read(fixture(fixture_name)).unwrap();
+    let name = b"padding";
+    let payload = mib << 20;
+    let mut size = name.len() + 1 + payload; // name length (1 byte), name, payload
+    bytes.push(0); // custom section id
+    loop {
+        // LEB128 section size
+        let low = (size & 0x7f) as u8;
+        size >>= 7;
+        if size == 0 {
+            bytes.push(low);
+            break;
+        }
+        bytes.push(low | 0x80);
+    }
+    bytes.push(name.len() as u8);
+    bytes.extend_from_slice(name);
+    bytes.resize(bytes.len() + payload, 0xa5);
+    bytes
+}
+
+/// A 60 MB component loads and serves under the default `plugins.max_plugin_mb` (128); a
+/// limit below its size refuses it at load with a message naming the setting.
+#[tokio::test]
+async fn big_plugin_loads_within_max_plugin_mb_and_is_refused_past_it() {
+    let big = padded_component("echo", 60);
+    assert!(big.len() > 60 << 20);
+    let backend = FakeBackend::new([identity()]).start().await.unwrap();
+    let toml = "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"big.wasm\"\n";
+    let gw = gateway()
+        .backend("tfs", &backend.url())
+        .model("p", toml)
+        .file("p", "big.wasm", big.clone())
+        .start()
+        .await
+        .unwrap();
+    let body = json!({ "inputs": { "x": { "dtype": "f32", "shape": [1, 2], "values": [1, 2] } } });
+    let reply = gw.post("/v1/models/p:predict", body.to_string()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+
+    let err = gateway()
+        .backend("tfs", &backend.url())
+        .plugins_config("max_plugin_mb = 32")
+        .model("p", toml)
+        .file("p", "big.wasm", big)
+        .start()
+        .await
+        .err()
+        .expect("a 60 MiB plugin over a 32 MiB limit must not load");
+    let text = err.to_string();
+    assert!(
+        text.contains("big.wasm")
+            && text.contains("is 60.")
+            && text.contains("MiB, over the 32 MiB a plugin may be")
+            && text.contains("plugins.max_plugin_mb"),
+        "{text}"
+    );
+}
+
 /// A backend that is down → 503; the gateway keeps answering.
 #[tokio::test]
 async fn backend_down_is_503() {

@@ -392,9 +392,10 @@ async fn stash(gw: &TestGateway, model: &str, word: &str) {
     assert_eq!(reply.status, 200, "{}", reply.text());
 }
 
-/// Two slots: the pre and the post instance of one request can both stay warm.
+/// One file is the model's pre and post plugin, so one warm instance serves both calls of a
+/// request: `max_calls = 4` is two requests.
 const REUSED: &str =
-    "[limits]\nmax_concurrent_calls = 2\nmax_running_calls = 1\n[reuse]\nmax_calls = 3\n";
+    "[limits]\nmax_concurrent_calls = 2\nmax_running_calls = 1\n[reuse]\nmax_calls = 4\n";
 
 /// Without `[reuse]` every call gets a fresh instance: a global a plugin sets is gone at the
 /// next call. With it, the model's next calls see it, up to `max_calls` calls per instance.
@@ -415,23 +416,26 @@ async fn reuse_is_a_per_model_opt_in_bounded_by_max_calls() {
         "recalled:",
         "reuse is off by default"
     );
-    // The pre instance serves `stash` (1), `recall` (2), `recall` (3), then is discarded.
+    // One instance serves `stash`'s pre (1) and post (2), `recall`'s pre (3) and post (4),
+    // then is discarded.
     stash(&gw, "warm", "b").await;
-    assert_eq!(recall(&gw, "warm").await, "recalled:b");
     assert_eq!(recall(&gw, "warm").await, "recalled:b");
     assert_eq!(
         recall(&gw, "warm").await,
         "recalled:",
-        "a fourth call: a fresh instance"
+        "a fifth call: a fresh instance"
     );
     let admin = gw.admin_get("/admin/plugins", &[]).await.json();
-    assert_eq!(admin["models"]["warm"]["reuse"]["max_calls"], 3, "{admin}");
+    assert_eq!(admin["models"]["warm"]["reuse"]["max_calls"], 4, "{admin}");
     assert_eq!(
         admin["models"]["fresh"]["reuse"]["max_calls"],
         json_null(),
         "{admin}"
     );
-    assert_eq!(admin["models"]["warm"]["calls"]["idle"], 2, "{admin}");
+    assert_eq!(
+        admin["models"]["warm"]["calls"]["idle"], 1,
+        "the third request's instance, which served its pre and post: {admin}"
+    );
 }
 
 fn json_null() -> serde_json::Value {
@@ -472,9 +476,8 @@ async fn a_failed_call_never_poisons_the_next() {
     }
 }
 
-/// Idle warm instances never make a call wait: with one slot, the pre instance kept after a
-/// request's preprocess gives its slot to the same request's postprocess, and every request
-/// is served.
+/// Idle warm instances never make a call wait: with one slot, the instance kept after a
+/// request's preprocess serves the same request's postprocess, and every request is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_instances_give_their_slots_to_waiting_calls() {
     let _serial = SERIAL.lock().await;
@@ -489,23 +492,72 @@ async fn idle_instances_give_their_slots_to_waiting_calls() {
     }
 }
 
+/// Under load warm instances are handed over, not thrown away: with 8 clients on 2 slots
+/// every call finds the slots busy, and a call waiting for one takes the instance the call
+/// before it kept. 200 requests (400 plugin calls) instantiate a handful of instances, not
+/// one per call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_instances_are_handed_to_waiting_calls_under_load() {
+    let _serial = SERIAL.lock().await;
+    let (_b, gw) = models(&[(
+        "p",
+        "[limits]\ntimeout_ms = 5000\nmax_concurrent_calls = 2\nmax_running_calls = 1\n[reuse]\nmax_calls = 1000\n",
+    )])
+    .await;
+    let gw = std::sync::Arc::new(gw);
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let gw = gw.clone();
+            tokio::spawn(async move {
+                for _ in 0..25 {
+                    let reply = gw.post("/v1/models/p:predict", "ok").await;
+                    assert_eq!(reply.status, 200, "{}", reply.text());
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+    let metrics = gw.admin_get("/metrics", &[]).await.text();
+    let instantiated: u64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("infergate_plugin_instantiate_duration_seconds_count")
+                && l.contains("model=\"p\"")
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert!(
+        (1..=16).contains(&instantiated),
+        "400 calls instantiated {instantiated} instances\n{metrics}"
+    );
+}
+
 /// Nor do they make another model wait: with a gateway pool of two instances, both held by a
-/// reusing model's idle instances, a second model's calls free them and are served.
+/// reusing model's idle instances (its pre and post plugins are two loads of one file, so
+/// each keeps an instance of its own), a second model's calls free them and are served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_instances_give_the_pool_to_other_models() {
     let _serial = SERIAL.lock().await;
     let backend = FakeBackend::new([identity()]).start().await.unwrap();
     let plugin = wasm("misbehave");
-    let model = |extra: &str| {
+    let model = |plugins: &str, extra: &str| {
         format!(
-            "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"{plugin}\"\n[limits]\ntimeout_ms = 1000\nmax_concurrent_calls = 2\nmax_running_calls = 1\n{extra}",
+            "backend = \"tfs\"\nmodel = \"m\"\n{plugins}\n[limits]\ntimeout_ms = 1000\nmax_concurrent_calls = 2\nmax_running_calls = 1\n{extra}",
         )
     };
     let gw = gateway()
         .backend("tfs", &backend.url())
         .plugins_config("max_instances = 2")
-        .model("warm", &model("[reuse]\nmax_calls = 100\n"))
-        .model("other", &model(""))
+        .model(
+            "warm",
+            &model(
+                &format!("pre = \"{plugin}\"\npost = \"{plugin}\""),
+                "[reuse]\nmax_calls = 100\n",
+            ),
+        )
+        .model("other", &model(&format!("plugin = \"{plugin}\""), ""))
         .fixture_plugin("warm", "misbehave")
         .fixture_plugin("other", "misbehave")
         .start()

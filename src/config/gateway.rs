@@ -206,6 +206,12 @@ pub struct PluginsConfig {
     /// (`limits.max_concurrent_calls`, by default at most half of these).
     #[serde(default = "default_max_instances")]
     pub max_instances: u32,
+    /// `max_plugin_mb = 128` — largest plugin file a model may ship. Compiling a component
+    /// takes memory and CPU in proportion to its size (a 19 MB CPython component compiles
+    /// to 36 MB of native code), so a bigger file is refused at load, before it is read,
+    /// with a message naming this setting; the model's previous version keeps serving.
+    #[serde(default = "default_max_plugin_mb")]
+    pub max_plugin_mb: u64,
     /// `debounce_ms = 250` — quiet time after the last change before a rescan, so a file
     /// still being written (or an editor's temp-file-and-rename) is read once, complete.
     #[serde(default = "default_debounce_ms")]
@@ -218,6 +224,7 @@ impl Default for PluginsConfig {
             dir: default_plugin_dir(),
             cache_dir: None,
             max_instances: default_max_instances(),
+            max_plugin_mb: default_max_plugin_mb(),
             watch: WatchMode::default(),
             poll_interval_ms: default_poll_interval_ms(),
             debounce_ms: default_debounce_ms(),
@@ -233,6 +240,10 @@ pub enum WatchMode {
     Notify,
     Poll,
     Off,
+}
+
+fn default_max_plugin_mb() -> u64 {
+    crate::plugin::DEFAULT_MAX_PLUGIN_MB
 }
 
 fn default_max_instances() -> u32 {
@@ -700,6 +711,12 @@ impl GatewayConfig {
             return Err(ConfigError::invalid(
                 path,
                 "plugins.max_instances must be at least 1",
+            ));
+        }
+        if self.plugins.max_plugin_mb == 0 {
+            return Err(ConfigError::invalid(
+                path,
+                "plugins.max_plugin_mb must be at least 1",
             ));
         }
         for (name, backend) in &self.backends {

@@ -55,7 +55,8 @@ pub struct ModelConfig {
 /// Without it every call gets a fresh instance (the gateway's default guarantee: nothing a
 /// call leaves behind reaches the next). With it, an instance whose call returned normally
 /// serves up to `max_calls` calls of **this model** — never another model's — and is
-/// discarded after a trap, a deadline, a memory-cap hit or its `max_calls`th call. What its
+/// discarded after a trap, a deadline, a memory-cap hit or its `max_calls`th call (pre and
+/// post calls both count; with `plugin = …` one instance serves both). What its
 /// earlier calls left in the instance's memory (globals, caches, the heap) is visible to the
 /// later ones: turn it on only for plugins that don't keep one request's data for the next
 /// (or do so on purpose, e.g. a cached lookup table).

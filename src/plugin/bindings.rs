@@ -7,10 +7,12 @@
 //! The `ops` imports are `trappable`: an op that runs past the call's deadline interrupts the
 //! call as a guest running past it would, rather than answering.
 //!
-//! Each world also gets `instantiate_prechecked`: the generated `instantiate_async` without
-//! its per-instance type-check of the export (a tenth of a small plugin's call). The check is
-//! not lost: the generated `*Pre::new` type-checks the export against the component once, when
-//! the plugin loads, and every instance of that component has the same types.
+//! Each world also gets `instantiate_component` and `bind`: the generated `instantiate_async`
+//! split in two, without its per-instance type-check of the export (a tenth of a small
+//! plugin's call), so one instance of a component exporting both functions can serve a pre
+//! and a post call (`[reuse]`). The check is not lost: the generated `*Pre::new` type-checks
+//! the export against the component once, when the plugin loads, and every instance of that
+//! component has the same types.
 
 pub mod pre {
     wasmtime::component::bindgen!({
@@ -21,15 +23,24 @@ pub mod pre {
     });
 
     impl<T: Send + 'static> PreprocessorPre<T> {
-        /// A fresh instance in `store`, its export already type-checked by [`Self::new`].
-        pub async fn instantiate_prechecked(
+        /// A fresh instance of the component in `store`. Untyped: when the component also
+        /// exports the other world's function, the same instance serves both.
+        pub async fn instantiate_component(
             &self,
-            mut store: impl wasmtime::AsContextMut<Data = T>,
+            store: impl wasmtime::AsContextMut<Data = T>,
+        ) -> wasmtime::Result<wasmtime::component::Instance> {
+            self.instance_pre.instantiate_async(store).await
+        }
+
+        /// This world's export of `instance` (an instance of this component), already
+        /// type-checked by [`Self::new`].
+        pub fn bind(
+            &self,
+            store: impl wasmtime::AsContextMut<Data = T>,
+            instance: &wasmtime::component::Instance,
         ) -> wasmtime::Result<Preprocessor> {
-            let mut store = store.as_context_mut();
-            let instance = self.instance_pre.instantiate_async(&mut store).await?;
             let preprocess = instance
-                .get_func(&mut store, self.indices.preprocess)
+                .get_func(store, self.indices.preprocess)
                 .ok_or_else(|| wasmtime::format_err!("no export `preprocess`"))?;
             Ok(Preprocessor { preprocess })
         }
@@ -49,15 +60,24 @@ pub mod post {
     });
 
     impl<T: Send + 'static> PostprocessorPre<T> {
-        /// A fresh instance in `store`, its export already type-checked by [`Self::new`].
-        pub async fn instantiate_prechecked(
+        /// A fresh instance of the component in `store`. Untyped: when the component also
+        /// exports the other world's function, the same instance serves both.
+        pub async fn instantiate_component(
             &self,
-            mut store: impl wasmtime::AsContextMut<Data = T>,
+            store: impl wasmtime::AsContextMut<Data = T>,
+        ) -> wasmtime::Result<wasmtime::component::Instance> {
+            self.instance_pre.instantiate_async(store).await
+        }
+
+        /// This world's export of `instance` (an instance of this component), already
+        /// type-checked by [`Self::new`].
+        pub fn bind(
+            &self,
+            store: impl wasmtime::AsContextMut<Data = T>,
+            instance: &wasmtime::component::Instance,
         ) -> wasmtime::Result<Postprocessor> {
-            let mut store = store.as_context_mut();
-            let instance = self.instance_pre.instantiate_async(&mut store).await?;
             let postprocess = instance
-                .get_func(&mut store, self.indices.postprocess)
+                .get_func(store, self.indices.postprocess)
                 .ok_or_else(|| wasmtime::format_err!("no export `postprocess`"))?;
             Ok(Postprocessor { postprocess })
         }

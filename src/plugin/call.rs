@@ -6,14 +6,14 @@
 
 use std::time::{Duration, Instant};
 
+use wasmtime::component::Instance;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::Plugin;
-use super::bindings::{post::Postprocessor, pre::Preprocessor};
 use super::convert;
 use super::host::{EPOCH_TICK, Host};
 use super::sandbox::{CallTag, Sandbox};
-use super::share::{Export, Share, Slot, Warm};
+use super::share::{Acquired, PluginKey, Share, Slot, Warm};
 use super::types::{CallError, CallLimits, PluginRequest, Prepared};
 use crate::reply::Reply;
 use crate::tensor::NamedTensors;
@@ -43,8 +43,8 @@ impl Plugin {
             .metrics
             .as_ref()
             .map(|m| m.pre_instantiate_seconds.clone());
-        let lease = self.begin::<Preprocessor>(limits, tag).await?;
-        let (share, host) = (&self.share, &self.host);
+        let lease = self.begin(limits, tag).await?;
+        let (share, host, key) = (&self.share, &self.host, self.key);
         let answer = self
             .share
             .on_cores(async move {
@@ -59,18 +59,21 @@ impl Plugin {
                         Some(instance) => instance,
                         None => {
                             let started = Instant::now();
-                            let instance = pre.instantiate_prechecked(&mut store).await?;
+                            let instance = pre.instantiate_component(&mut store).await?;
                             if let Some(histogram) = &instantiated {
                                 crate::metrics::observe(histogram, started.elapsed());
                             }
                             instance
                         }
                     };
-                    let answer = instance.call_preprocess(&mut store, &wit_request).await?;
+                    let answer = pre
+                        .bind(&mut store, &instance)?
+                        .call_preprocess(&mut store, &wit_request)
+                        .await?;
                     Ok((instance, answer))
                 })
                 .await;
-                finish(outcome, store, slot, calls, limits, share, host)
+                finish(outcome, store, slot, calls, limits, (share, host, key))
             })
             .await?;
         let prepared = answer.map_err(|e| CallError::Rejected(convert::rejection(e)))?;
@@ -101,8 +104,8 @@ impl Plugin {
             .metrics
             .as_ref()
             .map(|m| m.post_instantiate_seconds.clone());
-        let lease = self.begin::<Postprocessor>(limits, tag).await?;
-        let (share, host) = (&self.share, &self.host);
+        let lease = self.begin(limits, tag).await?;
+        let (share, host, key) = (&self.share, &self.host, self.key);
         let answer = self
             .share
             .on_cores(async move {
@@ -117,20 +120,21 @@ impl Plugin {
                         Some(instance) => instance,
                         None => {
                             let started = Instant::now();
-                            let instance = post.instantiate_prechecked(&mut store).await?;
+                            let instance = post.instantiate_component(&mut store).await?;
                             if let Some(histogram) = &instantiated {
                                 crate::metrics::observe(histogram, started.elapsed());
                             }
                             instance
                         }
                     };
-                    let answer = instance
+                    let answer = post
+                        .bind(&mut store, &instance)?
                         .call_postprocess(&mut store, &wit_outputs, context)
                         .await?;
                     Ok((instance, answer))
                 })
                 .await;
-                finish(outcome, store, slot, calls, limits, share, host)
+                finish(outcome, store, slot, calls, limits, (share, host, key))
             })
             .await?;
         let response = answer.map_err(|e| CallError::Rejected(convert::rejection(e)))?;
@@ -150,35 +154,38 @@ impl Plugin {
     /// `timeout_ms` from now: a call that waited is not started with too little time left
     /// to finish (it would only fail later, having used a slot). So a call spends at most
     /// `timeout_ms` waiting (then 503, not started) and `timeout_ms` running (then 504).
-    async fn begin<I: Export>(
-        &self,
-        limits: CallLimits,
-        tag: CallTag,
-    ) -> Result<Lease<I>, CallError> {
-        if let Some(warm) = self.share.take_warm::<I>() {
-            let Warm {
+    async fn begin(&self, limits: CallLimits, tag: CallTag) -> Result<Lease, CallError> {
+        let acquired = self
+            .share
+            .acquire(
+                self.key,
+                self.host.instances(),
+                self.host.idlers(),
+                limits.timeout,
+            )
+            .await?;
+        Ok(match acquired {
+            Acquired::Warm(Warm {
                 mut store,
                 instance,
                 slot,
                 calls,
-            } = warm;
-            arm(&mut store, limits, tag);
-            return Ok(Lease {
+                ..
+            }) => {
+                arm(&mut store, limits, tag);
+                Lease {
+                    slot,
+                    store,
+                    warm: Some(instance),
+                    calls,
+                }
+            }
+            Acquired::Slot(slot) => Lease {
                 slot,
-                store,
-                warm: Some(instance),
-                calls,
-            });
-        }
-        let slot = self
-            .share
-            .slot(self.host.instances(), self.host.idlers(), limits.timeout)
-            .await?;
-        Ok(Lease {
-            slot,
-            store: new_store(&self.host, limits, tag),
-            warm: None,
-            calls: 0,
+                store: new_store(&self.host, limits, tag),
+                warm: None,
+                calls: 0,
+            },
         })
     }
 
@@ -199,10 +206,10 @@ fn check_size(size: usize, limits: CallLimits) -> Result<(), CallError> {
 
 /// What a call runs in: its slot, its store, the warm instance it reuses (if any) and the
 /// calls that instance served before.
-struct Lease<I> {
+struct Lease {
     slot: Slot,
     store: Store<Sandbox>,
-    warm: Option<I>,
+    warm: Option<Instance>,
     calls: u32,
 }
 
@@ -241,14 +248,13 @@ fn arm(store: &mut Store<Sandbox>, limits: CallLimits, tag: CallTag) {
 /// plugin's own error) and stayed within its caps goes back to the model's idle list with its
 /// slot; otherwise the store (resetting the instance's slot) and then the slot are dropped
 /// here, still on the model's cores: that reset is work done for this model.
-fn finish<I: Export, T>(
-    outcome: Result<wasmtime::Result<(I, T)>, tokio::time::error::Elapsed>,
+fn finish<T>(
+    outcome: Result<wasmtime::Result<(Instance, T)>, tokio::time::error::Elapsed>,
     store: Store<Sandbox>,
     slot: Slot,
     calls: u32,
     limits: CallLimits,
-    share: &Share,
-    host: &Host,
+    (share, host, plugin): (&Share, &Host, PluginKey),
 ) -> Result<T, CallError> {
     let settled = settle(outcome, &store, limits);
     match settled {
@@ -258,6 +264,7 @@ fn finish<I: Export, T>(
                 Warm {
                     store,
                     instance,
+                    plugin,
                     slot,
                     calls: calls + 1,
                 },

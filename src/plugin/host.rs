@@ -20,6 +20,9 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// Plugin instances that may exist at once (pooling allocator slots) unless configured.
 pub const DEFAULT_MAX_INSTANCES: u32 = 1000;
+/// `plugins.max_plugin_mb` by default: room for a CPython component (about 19 MB) with a
+/// few times that in bundled pure-Python packages.
+pub const DEFAULT_MAX_PLUGIN_MB: u64 = 128;
 
 /// Ceiling of any one linear memory; per-model `limits.memory_mb` caps below it.
 const MAX_MEMORY_BYTES: usize = 4 << 30;
@@ -51,6 +54,8 @@ struct Inner {
     engine: Engine,
     /// Where compiled plugins are cached; `None` compiles every load.
     cache_dir: Option<std::path::PathBuf>,
+    /// `plugins.max_plugin_mb` in bytes: a bigger plugin file is refused at load.
+    max_plugin_bytes: u64,
     linker: Linker<Sandbox>,
     allocator: Allocator,
     /// One permit per instance the pool holds (`plugins.max_instances`): a call takes one
@@ -94,6 +99,21 @@ impl Host {
         self
     }
 
+    /// Refuses plugin files over `mb` MiB at load (`plugins.max_plugin_mb`). Like
+    /// [`Host::with_cache_dir`], call it on a new runtime, before it is cloned.
+    pub fn with_max_plugin_mb(mut self, mb: u64) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.max_plugin_bytes = mb.saturating_mul(1 << 20),
+            None => tracing::warn!("plugin size limit not set: the runtime is already shared"),
+        }
+        self
+    }
+
+    /// The largest plugin file [`super::Plugin::load`] accepts, in bytes.
+    pub fn max_plugin_bytes(&self) -> u64 {
+        self.inner.max_plugin_bytes
+    }
+
     pub fn cache_dir(&self) -> Option<&std::path::Path> {
         self.inner.cache_dir.as_deref()
     }
@@ -119,6 +139,7 @@ impl Host {
             inner: Arc::new(Inner {
                 engine,
                 cache_dir: None,
+                max_plugin_bytes: DEFAULT_MAX_PLUGIN_MB << 20,
                 linker,
                 allocator,
                 instances: Arc::new(tokio::sync::Semaphore::new(max_instances.max(1) as usize)),

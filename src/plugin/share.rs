@@ -15,10 +15,14 @@
 //! - **warm instances** (opt-in, `[reuse] max_calls` in model.toml): an instance whose call
 //!   returned normally goes back to the model's idle list, still holding its slot, and serves
 //!   the model's next call, up to `max_calls` calls; a trap, a deadline or a memory-cap hit
-//!   discards it. Idle instances never make a call wait: a call that finds the model's slots
-//!   taken first discards the model's idle ones, and one that finds the gateway's pool full
-//!   discards every model's idle ones ([`Idlers`]). The idle lists are the model's own, so an
-//!   instance never serves two models.
+//!   discards it. An instance is one instance of the plugin's component, so when one file
+//!   is both the model's pre and post plugin (`plugin = …`) the same instance serves both
+//!   calls of a request. Under load the instance is handed over: a call of the model waiting
+//!   for a slot takes it, warm, so reuse keeps working when the model's slots are all busy
+//!   — which is when it matters. Idle instances never make a call wait: one that no waiting
+//!   call can use (another plugin file's) is discarded to free its slot, and a call that
+//!   finds the gateway's pool full discards every model's idle ones ([`Idlers`]). The idle
+//!   list is the model's own, so an instance never serves two models.
 //!
 //! The host adds one gate shared by every model: `plugins.max_instances`, the pooling
 //! allocator's slots, so the sum of the models' slots can exceed it without a call ever
@@ -31,9 +35,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use super::bindings::{post::Postprocessor, pre::Preprocessor};
 use super::sandbox::Sandbox;
 use super::types::CallError;
 
@@ -90,49 +93,107 @@ struct Inner {
     waiting: AtomicUsize,
     /// `[reuse] max_calls`: calls one instance may serve; `None`, a fresh instance per call.
     reuse: Option<u32>,
-    /// Warm instances between calls, each holding its slot.
+    /// Warm instances between calls, each holding its slot, and the calls waiting for one.
     idle: Mutex<Idle>,
+    /// Tells waiting calls that an instance they can use was just kept.
+    kept: Notify,
 }
 
-/// A model's warm instances between calls, one list per export.
+/// A model's warm instances between calls, and the calls waiting for a slot, by plugin: an
+/// instance serves calls of the plugin (component) it is an instance of.
 #[derive(Default)]
 pub(super) struct Idle {
-    pre: Vec<Warm<Preprocessor>>,
-    post: Vec<Warm<Postprocessor>>,
+    instances: Vec<Warm>,
+    /// (plugin, calls of it waiting for a slot); a model has one or two plugins.
+    waiting: Vec<(PluginKey, usize)>,
+}
+
+/// Which loaded plugin an instance belongs to: unique per [`super::Plugin`] load.
+pub(super) type PluginKey = u64;
+
+impl Idle {
+    fn waiting_for(&self, plugin: PluginKey) -> usize {
+        self.waiting
+            .iter()
+            .find(|(p, _)| *p == plugin)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    fn count_waiter(&mut self, plugin: PluginKey, up: bool) {
+        match self.waiting.iter_mut().find(|(p, _)| *p == plugin) {
+            Some((_, n)) if up => *n += 1,
+            Some((_, n)) => *n = n.saturating_sub(1),
+            None if up => self.waiting.push((plugin, 1)),
+            None => {}
+        }
+        self.waiting.retain(|(_, n)| *n > 0);
+    }
+
+    fn take(&mut self, plugin: PluginKey) -> Option<Warm> {
+        let at = self.instances.iter().rposition(|w| w.plugin == plugin)?;
+        Some(self.instances.swap_remove(at))
+    }
+
+    /// Removes the instances no waiting call can use, for the caller to drop outside the lock.
+    fn unwanted(&mut self) -> Vec<Warm> {
+        let (keep, unwanted): (Vec<Warm>, Vec<Warm>) = std::mem::take(&mut self.instances)
+            .into_iter()
+            .partition(|w| self.waiting_for(w.plugin) > 0);
+        self.instances = keep;
+        unwanted
+    }
 }
 
 impl std::fmt::Debug for Idle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Idle")
-            .field("pre", &self.pre.len())
-            .field("post", &self.post.len())
+            .field("instances", &self.instances.len())
+            .field("waiting", &self.waiting)
             .finish()
     }
 }
 
 /// An instance kept for the model's next call: its store (memory, globals and all), the
-/// instance, the slot it holds, and the calls it has served.
-pub(super) struct Warm<I> {
+/// component instance (which export a call uses is bound per call), the plugin it is an
+/// instance of, the slot it holds, and the calls it has served.
+pub(super) struct Warm {
     pub store: wasmtime::Store<Sandbox>,
-    pub instance: I,
+    pub instance: wasmtime::component::Instance,
+    pub plugin: PluginKey,
     pub slot: Slot,
     pub calls: u32,
 }
 
-/// Which export's idle list an instance type belongs to.
-pub(super) trait Export: Sized {
-    fn list(idle: &mut Idle) -> &mut Vec<Warm<Self>>;
+/// What a call got to run in: a warm instance of its plugin (which holds its slot), or a
+/// slot for a fresh one.
+pub(super) enum Acquired {
+    Warm(Warm),
+    Slot(Slot),
 }
 
-impl Export for Preprocessor {
-    fn list(idle: &mut Idle) -> &mut Vec<Warm<Self>> {
-        &mut idle.pre
+/// Counts a call as waiting for a slot of its model (under the idle list's lock, which keeping
+/// an instance also takes) until dropped, however the wait ends: a slot, a warm instance, the
+/// deadline, or the call being cancelled.
+struct Waiting<'a> {
+    inner: &'a Inner,
+    plugin: PluginKey,
+}
+
+impl<'a> Waiting<'a> {
+    fn start(inner: &'a Inner, plugin: PluginKey) -> Self {
+        let mut idle = lock(&inner.idle);
+        idle.count_waiter(plugin, true);
+        inner.waiting.fetch_add(1, Ordering::SeqCst);
+        drop(idle);
+        Waiting { inner, plugin }
     }
 }
 
-impl Export for Postprocessor {
-    fn list(idle: &mut Idle) -> &mut Vec<Warm<Self>> {
-        &mut idle.post
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut idle = lock(&self.inner.idle);
+        idle.count_waiter(self.plugin, false);
+        self.inner.waiting.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -165,7 +226,7 @@ impl Idlers {
             .filter_map(Weak::upgrade)
             .collect();
         for inner in shares {
-            drop(std::mem::take(&mut *lock(&inner.idle)));
+            drop(std::mem::take(&mut lock(&inner.idle).instances));
         }
     }
 }
@@ -189,6 +250,7 @@ impl Share {
                 waiting: AtomicUsize::new(0),
                 reuse: None,
                 idle: Mutex::default(),
+                kept: Notify::new(),
             })),
         }
     }
@@ -207,38 +269,43 @@ impl Share {
         self.inner.as_ref().and_then(|i| i.reuse)
     }
 
-    /// Idle warm instances now (pre and post).
+    /// Idle warm instances now.
     pub fn idle(&self) -> usize {
-        self.inner.as_ref().map_or(0, |i| {
-            let idle = lock(&i.idle);
-            idle.pre.len() + idle.post.len()
-        })
+        self.inner
+            .as_ref()
+            .map_or(0, |i| lock(&i.idle).instances.len())
     }
 
-    /// A warm instance for the next call, if one is idle.
-    pub(super) fn take_warm<I: Export>(&self) -> Option<Warm<I>> {
+    /// A warm instance of `plugin` for the next call, if one is idle.
+    fn take_warm(&self, plugin: PluginKey) -> Option<Warm> {
         let inner = self.inner.as_ref()?;
         inner.reuse?;
-        I::list(&mut lock(&inner.idle)).pop()
+        lock(&inner.idle).take(plugin)
     }
 
-    /// Keeps `warm` for the model's next call — unless reuse is off, it has served its
-    /// `max_calls`, or a call is waiting for a slot (the slot goes to that call: the instance
-    /// is dropped here, which frees it).
-    pub(super) fn keep_warm<I: Export>(&self, idlers: &Idlers, warm: Warm<I>) {
+    /// Keeps `warm` for the model's next call, handing it to a waiting call of its plugin if
+    /// there is one — unless reuse is off, it has served its `max_calls`, or only calls that
+    /// can't use it wait (another model for the gateway's pool, or the model's other plugin
+    /// for a slot): then it is dropped here, which frees its slot for them.
+    pub(super) fn keep_warm(&self, idlers: &Idlers, warm: Warm) {
         let Some(inner) = &self.inner else { return };
         let Some(max_calls) = inner.reuse else { return };
-        if warm.calls >= max_calls {
+        if warm.calls >= max_calls || idlers.waiting.load(Ordering::SeqCst) > 0 {
             return;
         }
         let mut idle = lock(&inner.idle);
-        // Checked under the lock a waiter takes to discard the idle instances after counting
-        // itself, so no instance is kept once someone waits.
-        if inner.waiting.load(Ordering::SeqCst) > 0 || idlers.waiting.load(Ordering::SeqCst) > 0 {
+        // Under the lock a waiter counts itself in and looks for an instance, so an instance
+        // is never left idle while a call that can't use it waits for its slot.
+        let wanted = idle.waiting_for(warm.plugin) > 0;
+        if !wanted && inner.waiting.load(Ordering::SeqCst) > 0 {
             drop(idle);
             return;
         }
-        I::list(&mut idle).push(warm);
+        idle.instances.push(warm);
+        drop(idle);
+        if wanted {
+            inner.kept.notify_waiters();
+        }
     }
 
     /// No bounds of its own: only the host's pool applies (plugins loaded outside a gateway,
@@ -262,14 +329,33 @@ impl Share {
         })
     }
 
-    /// Waits (first come, first served) for one of the model's slots, then one of the host's,
-    /// for at most `wait`. The slot is held until the returned [`Slot`] drops.
-    pub(super) async fn slot(
+    /// A warm instance of `plugin` (the calling plugin load) if one is idle (`[reuse]`), else
+    /// one of the model's slots, then one of the host's, waiting for at most `wait`: first
+    /// come, first served for the slots, and a warm instance the model keeps meanwhile goes
+    /// to a waiting call at once. The slot is held until the returned instance or [`Slot`]
+    /// drops.
+    pub(super) async fn acquire(
         &self,
+        plugin: PluginKey,
         pool: &Arc<Semaphore>,
         idlers: &Idlers,
         wait: Duration,
-    ) -> Result<Slot, CallError> {
+    ) -> Result<Acquired, CallError> {
+        if let Some(warm) = self.take_warm(plugin) {
+            return Ok(Acquired::Warm(warm));
+        }
+        self.slot(plugin, pool, idlers, wait).await
+    }
+
+    /// Waits for one of the model's slots, or a warm instance the model keeps meanwhile, then
+    /// (for a slot) one of the host's; for at most `wait` in all.
+    async fn slot(
+        &self,
+        plugin: PluginKey,
+        pool: &Arc<Semaphore>,
+        idlers: &Idlers,
+        wait: Duration,
+    ) -> Result<Acquired, CallError> {
         // The fast path takes no timer: both are free.
         let model = match &self.inner {
             None => None,
@@ -280,21 +366,23 @@ impl Share {
             _ => pool.clone().try_acquire_owned().ok(),
         };
         if let Some(pool_permit) = fast {
-            return Ok(Slot {
+            return Ok(Acquired::Slot(Slot {
                 _model: model,
                 _pool: pool_permit,
-            });
+            }));
         }
         // One deadline for both waits: the call's own.
         let deadline = tokio::time::Instant::now() + wait;
         let model = match (&self.inner, model) {
             (Some(inner), None) => {
-                inner.waiting.fetch_add(1, Ordering::SeqCst);
-                // The model's idle instances give their slots to the waiting call.
-                drop(std::mem::take(&mut *lock(&inner.idle)));
-                let waited = tokio::time::timeout_at(deadline, acquire(&inner.slots)).await;
-                inner.waiting.fetch_sub(1, Ordering::SeqCst);
-                Some(waited.map_err(|_| self.busy(wait))?)
+                let waiting = Waiting::start(inner, plugin);
+                let waited =
+                    tokio::time::timeout_at(deadline, Self::model_slot(inner, plugin)).await;
+                drop(waiting);
+                match waited.map_err(|_| self.busy(wait))? {
+                    Ok(permit) => Some(permit),
+                    Err(warm) => return Ok(Acquired::Warm(warm)),
+                }
             }
             (_, model) => model,
         };
@@ -309,10 +397,50 @@ impl Share {
                 waited.map_err(|_| pool_busy(wait))?
             }
         };
-        Ok(Slot {
+        Ok(Acquired::Slot(Slot {
             _model: model,
             _pool: pool,
-        })
+        }))
+    }
+
+    /// A slot for a fresh instance (the unit tests' view of [`Share::slot`]: they keep no
+    /// instances).
+    #[cfg(test)]
+    async fn fresh_slot(
+        &self,
+        pool: &Arc<Semaphore>,
+        idlers: &Idlers,
+        wait: Duration,
+    ) -> Result<Slot, CallError> {
+        match self.slot(0, pool, idlers, wait).await? {
+            Acquired::Slot(slot) => Ok(slot),
+            Acquired::Warm(_) => unreachable!("nothing was kept warm"),
+        }
+    }
+
+    /// The wait for a model slot: a permit, or (`Err`) a warm instance kept meanwhile.
+    async fn model_slot(inner: &Inner, plugin: PluginKey) -> Result<OwnedSemaphorePermit, Warm> {
+        loop {
+            // Registered before looking, so an instance kept after the look still wakes us.
+            let kept = inner.kept.notified();
+            tokio::pin!(kept);
+            kept.as_mut().enable();
+            // Idle instances no waiting call can use give their slots to the waiting calls
+            // (dropped outside the lock: dropping a store resets its slot). A block, not
+            // `drop`, ends the guard: the future must not hold it across the await below.
+            let unwanted = {
+                let mut idle = lock(&inner.idle);
+                if let Some(warm) = idle.take(plugin) {
+                    return Err(warm);
+                }
+                idle.unwanted()
+            };
+            drop(unwanted);
+            tokio::select! {
+                permit = acquire(&inner.slots) => return Ok(permit),
+                () = &mut kept => {}
+            }
+        }
     }
 
     fn busy(&self, waited: Duration) -> CallError {
@@ -443,11 +571,11 @@ mod tests {
         let share = Share::new(config(1, 1));
         let pool = Arc::new(Semaphore::new(10));
         let held = share
-            .slot(&pool, &Idlers::default(), Duration::from_secs(1))
+            .fresh_slot(&pool, &Idlers::default(), Duration::from_secs(1))
             .await
             .unwrap();
         let refused = share
-            .slot(&pool, &Idlers::default(), Duration::from_millis(100))
+            .fresh_slot(&pool, &Idlers::default(), Duration::from_millis(100))
             .await;
         let Err(CallError::Busy(message)) = refused else {
             panic!("{refused:?}")
@@ -460,7 +588,7 @@ mod tests {
             let (share, pool) = (share.clone(), pool.clone());
             async move {
                 share
-                    .slot(&pool, &Idlers::default(), Duration::from_secs(1))
+                    .fresh_slot(&pool, &Idlers::default(), Duration::from_secs(1))
                     .await
                     .is_ok()
             }
@@ -477,11 +605,11 @@ mod tests {
         let pool = Arc::new(Semaphore::new(1));
         let (a, b) = (Share::new(config(4, 1)), Share::new(config(4, 1)));
         let held = a
-            .slot(&pool, &Idlers::default(), Duration::from_secs(1))
+            .fresh_slot(&pool, &Idlers::default(), Duration::from_secs(1))
             .await
             .unwrap();
         let refused = b
-            .slot(&pool, &Idlers::default(), Duration::from_millis(10))
+            .fresh_slot(&pool, &Idlers::default(), Duration::from_millis(10))
             .await;
         let Err(CallError::Busy(message)) = refused else {
             panic!("{refused:?}")
@@ -489,18 +617,18 @@ mod tests {
         assert!(message.contains("plugins.max_instances"), "{message}");
         drop(held);
         assert!(
-            b.slot(&pool, &Idlers::default(), Duration::from_millis(10))
+            b.fresh_slot(&pool, &Idlers::default(), Duration::from_millis(10))
                 .await
                 .is_ok()
         );
         let unbounded = Share::unbounded();
         let _held = unbounded
-            .slot(&pool, &Idlers::default(), Duration::from_secs(1))
+            .fresh_slot(&pool, &Idlers::default(), Duration::from_secs(1))
             .await
             .unwrap();
         assert!(matches!(
             unbounded
-                .slot(&pool, &Idlers::default(), Duration::from_millis(10))
+                .fresh_slot(&pool, &Idlers::default(), Duration::from_millis(10))
                 .await,
             Err(CallError::Busy(_))
         ));
