@@ -8,6 +8,7 @@
 //! Pillow/numpy outputs without a store (`tests/ops/`); this file adapts them to the WIT types.
 //!
 //! - `decode`: PNG/JPEG bytes → u8 image, limits checked against the header.
+//! - `jpeg`: baseline JPEG as libjpeg decodes it (Pillow's pixels); the rest to the image crate.
 //! - `resize`: Pillow's resampling (its coefficients and fixed-point rounding).
 //! - `window`: crop and center-crop.
 //! - `elementwise`: normalize and cast.
@@ -15,6 +16,7 @@
 
 mod decode;
 mod elementwise;
+mod jpeg;
 mod reduce;
 mod resize;
 #[cfg(test)]

@@ -87,20 +87,78 @@ for name, img in pngs.items():
             case("decode_image", {"color": color, "layout": "chw", "what": f"PNG {name} chw"},
                  raw(data), tensor(np.transpose(want, (2, 0, 1))), exact=True)
 
-# A smooth photo-like image, so JPEG's rounding differences stay small.
+# Baseline JPEGs decode as libjpeg decodes them (src/plugin/ops/jpeg.rs), so they must match
+# Pillow bit for bit: each subsampling, gray, restart markers, sizes that are not a multiple of
+# the MCU, extreme qualities, RGB without the YCbCr transform, and a frame without DHT segments
+# (the standard tables, as libjpeg-turbo uses for motion-JPEG).
 yy, xx = np.mgrid[0:24, 0:32]
 photo = np.stack([(xx * 8) % 256, (yy * 10) % 256, ((xx + yy) * 5) % 256], -1).astype(np.uint8)
-# The host decodes JPEG with the image crate (zune-jpeg), whose IDCT and chroma upsampling
-# round differently from libjpeg's: the levels below are what it is held to (measured).
-for sub, label, rgb_levels in ((0, "4:4:4", 2), (1, "4:2:2", 2), (2, "4:2:0", 9)):
-    data = encoded(Image.fromarray(photo), "JPEG", quality=90, subsampling=sub)
-    for color, mode, levels in (("gray", "L", 1), ("rgb", "RGB", rgb_levels)):
-        case("decode_image", {"color": color, "layout": "hwc", "what": f"JPEG {label}"},
-             raw(data), tensor(decoded(data, mode)), exact=False, levels=levels)
-data = encoded(Image.fromarray(np.ascontiguousarray(photo[..., 0])), "JPEG", quality=90)
-case("decode_image", {"color": "gray", "layout": "hwc", "what": "JPEG gray"}, raw(data),
-     tensor(decoded(data, "L")), exact=False, levels=1)
 
+
+JPEG_RNG = np.random.default_rng(16)  # its own stream: the other cases' inputs stay as they were
+
+
+def textured(w: int, h: int) -> np.ndarray:
+    """Noise resized up: real structure in every block, so the AC terms are exercised."""
+    small = Image.fromarray(JPEG_RNG.integers(0, 256, (h // 4 + 1, w // 4 + 1, 3), np.uint8))
+    return np.asarray(small.resize((w, h), Image.BICUBIC))
+
+
+def without_dht(data: bytes) -> bytes:
+    out, pos = bytearray(data[:2]), 2
+    while data[pos + 1] != 0xDA:
+        length = struct.unpack(">H", data[pos + 2:pos + 4])[0]
+        if data[pos + 1] != 0xC4:
+            out += data[pos:pos + 2 + length]
+        pos += 2 + length
+    return bytes(out + data[pos:])
+
+
+def jpeg_case(what: str, data: bytes, colors=("gray", "rgb"), layout="hwc", **check):
+    check = check or {"exact": True}
+    for color, mode in (("gray", "L"), ("rgb", "RGB")):
+        if color in colors:
+            want = decoded(data, mode)
+            want = np.transpose(want, (2, 0, 1)) if layout == "chw" else want
+            case("decode_image", {"color": color, "layout": layout, "what": what}, raw(data),
+                 tensor(want), **check)
+
+
+for sub, label in ((0, "4:4:4"), (1, "4:2:2"), (2, "4:2:0")):
+    jpeg_case(f"JPEG {label}", encoded(Image.fromarray(photo), "JPEG", quality=90,
+                                       subsampling=sub))
+    jpeg_case(f"JPEG {label} textured", encoded(Image.fromarray(textured(45, 37)), "JPEG",
+                                                quality=85, subsampling=sub))
+    for w, h in ((1, 1), (3, 2), (17, 13), (9, 31)):
+        jpeg_case(f"JPEG {label} {w}x{h}", encoded(Image.fromarray(textured(w, h)), "JPEG",
+                                                   quality=90, subsampling=sub), colors=("rgb",))
+jpeg_case("JPEG 4:2:0 chw", encoded(Image.fromarray(photo), "JPEG", subsampling=2),
+          colors=("rgb",), layout="chw")
+gray_photo = Image.fromarray(np.ascontiguousarray(photo[..., 0]))
+jpeg_case("JPEG gray", encoded(gray_photo, "JPEG", quality=90))
+jpeg_case("JPEG gray 13x7", encoded(Image.fromarray(textured(13, 7)).convert("L"), "JPEG"))
+big = Image.fromarray(textured(64, 40))
+jpeg_case("JPEG 4:2:0 restart every 3 MCUs",
+          encoded(big, "JPEG", subsampling=2, restart_marker_blocks=3))
+jpeg_case("JPEG gray restart every MCU row",
+          encoded(big.convert("L"), "JPEG", restart_marker_rows=1))
+for q in (100, 5):
+    jpeg_case(f"JPEG 4:2:0 quality {q}", encoded(big, "JPEG", quality=q, subsampling=2))
+jpeg_case("JPEG RGB (Adobe, no YCbCr transform)", encoded(big, "JPEG", keep_rgb=True))
+jpeg_case("JPEG 4:2:2 without DHT (standard tables)",
+          without_dht(encoded(big, "JPEG", subsampling=1)))
+digit = (Path(__file__).parents[2] / "examples/images/digit-7.jpg").read_bytes()
+jpeg_case("JPEG examples/images/digit-7.jpg", digit)
+# Progressive JPEGs go to the image crate (zune-jpeg), whose IDCT and upsampling round
+# differently from libjpeg's: held to the levels measured (image 0.25.10, zune-jpeg 0.5.15).
+progressive = encoded(Image.fromarray(photo), "JPEG", quality=90, subsampling=2, progressive=True)
+jpeg_case("JPEG 4:2:0 progressive (image crate, not exact)", progressive, colors=("gray",),
+          exact=False, levels=1)
+jpeg_case("JPEG 4:2:0 progressive (image crate, not exact)", progressive, colors=("rgb",),
+          exact=False, levels=9)
+# A 224x224 4:2:0 photo-like JPEG for the decoder's timing (jpeg/tests.rs, ignored test).
+Path(__file__).with_name("photo-224.jpg").write_bytes(
+    encoded(Image.fromarray(textured(224, 224)), "JPEG", quality=90))
 
 def chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
@@ -248,4 +306,4 @@ out = Path(__file__).with_name("golden.json")
 out.write_text(json.dumps({"generator": "tests/ops/make_golden.py",
                            "pillow": __import__("PIL").__version__, "numpy": np.__version__,
                            "cases": cases}, indent=1) + "\n")
-print(f"wrote {out} ({len(cases)} cases) and bomb-30000.png")
+print(f"wrote {out} ({len(cases)} cases), bomb-30000.png and photo-224.jpg")
