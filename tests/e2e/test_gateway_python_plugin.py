@@ -61,18 +61,18 @@ def test_jpeg_through_tensorflow(py_gateway, reference):
     resp = py_gateway.post(f"{PREDICT}?k=5", data=JPEG_IMAGE.read_bytes(),
                            headers={"Content-Type": "image/jpeg"})
     assert resp.status_code == 200, resp.text
-    # The SDK's JPEG decoder follows libjpeg's integer IDCT, so pixels equal Pillow's.
+    # The host's decode op (and the SDK's fallback) decode baseline JPEG as libjpeg does, so
+    # the pixels equal Pillow's.
     check_predictions(resp.json(), reference.run(load_image(JPEG_IMAGE))["probabilities"][0], 5,
                       1e-5)
 
 
 def test_same_answers_as_the_rust_plugin(py_gateway):
-    """PNG: the same pixels and the same f32 arithmetic (pixel / 255), hence the same model
-    outputs and the same JSON, byte for byte. (JPEG is left out: the Rust SDK's decoder rounds
-    a few pixels one level off Pillow's, while the Python SDK's follows libjpeg exactly.)"""
+    """Both decode with the host's op and compute pixel / 255 in f32, hence the same model
+    outputs and the same JSON, byte for byte, for PNG and JPEG alike."""
     if not PLUGIN_WASM.is_file():
         pytest.fail(f"{PLUGIN_WASM.relative_to(REPO)} is not built")
-    for path in PNG_IMAGES:
+    for path in [*PNG_IMAGES, JPEG_IMAGE]:
         for k in (1, 10):
             data = Path(path).read_bytes()
             py = py_gateway.post(f"{PREDICT}?k={k}", data=data)

@@ -60,7 +60,7 @@ def decode_image(data: bytes, color: str = "rgb", layout: str = "hwc", *,
     (`"hwc"`) or `[c, h, w]` (`"chw"`), `c` = 1 for `color="gray"`, 3 for `"rgb"`.
 
     Same pixels as `np.asarray(Image.open(io.BytesIO(data)).convert("L" or "RGB"))`: exactly
-    for PNG, within one level for JPEG. The limits (default 16384 per side, 64 Mi pixels, and
+    for PNG and baseline JPEG (natively and in pure Python alike). The limits (default 16384 per side, 64 Mi pixels, and
     natively also the model's memory cap) are checked against the header before any pixel is
     allocated; over them, or undecodable: `ImageError` (400)."""
     _check_choice("color", color, ("gray", "rgb"))
