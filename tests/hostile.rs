@@ -76,7 +76,13 @@ struct Hostile {
 impl Hostile {
     fn new(gw: &TestGateway) -> Self {
         Self {
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            // The gateway closes an HTTP/1.1 connection that waits longer than
+            // `server.header_timeout_ms` (10 s) for its next request; a pooled connection idle
+            // that long (a phase's pause on a loaded machine) could be reused just as it
+            // closes, and the POST would fail with no answer. Retire idle ones well before.
+            client: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(5))
+                .build_http(),
             base: gw.url.clone(),
         }
     }
