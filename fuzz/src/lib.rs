@@ -134,11 +134,13 @@ pub fn config_toml(data: &[u8]) {
     }
 }
 
-/// A folder with nothing in it, made once per process.
+/// A folder with nothing in it. One fixed path for every process: nothing is ever written
+/// into it, and a per-process name would leave a folder behind for each of the many
+/// processes a long run (and every test run) starts.
 fn empty_folder() -> std::path::PathBuf {
     static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("infergate-fuzz-{}/m", std::process::id()));
+        let dir = std::env::temp_dir().join("infergate-fuzz-empty/m");
         std::fs::create_dir_all(&dir).expect("temp folder");
         dir
     })
