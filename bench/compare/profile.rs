@@ -34,6 +34,9 @@ pub enum Profiler {
 
 pub async fn run(args: &Args, profiler: Profiler, out: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(out)?;
+    // Absolute: the gateway runs in its own temporary folder, and the callgrind wrapper and
+    // its output file are named from there.
+    let out = &std::path::absolute(out)?;
     let plan = args.plan();
     let wrk_bin = plan
         .wrk
