@@ -19,9 +19,10 @@
 # regression test goes into the normal suite (tests/fuzz_corpus.rs replays fuzz/regressions/).
 #
 # Env: FUZZ_JOBS (parallel targets with `all`, default 1), FUZZ_NICE (default 10),
-# FUZZ_SANITIZER (address, the default, or none: about 3x the execs/s and a much shorter cold
-# build, for long runs; the size limits below still hold through -rss_limit_mb, and debug
-# assertions still catch overflowing size arithmetic), FUZZ_ARGS (extra libFuzzer flags).
+# FUZZ_SANITIZER (address, the default, or none: several times the execs/s and a cold build of
+# 12 minutes instead of 46, for long runs; allocations stay bounded by -rss_limit_mb, and debug
+# assertions still catch overflowing size arithmetic), FUZZ_ARGS (extra libFuzzer flags, e.g.
+# -runs=N to stop at N executions).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
