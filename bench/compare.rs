@@ -96,6 +96,9 @@ pub struct Args {
     /// The wrk binary.
     #[arg(long, default_value = "wrk")]
     wrk: PathBuf,
+    /// `server.workers` for the gateway rows (default: the gateway's, one per CPU).
+    #[arg(long)]
+    workers: Option<usize>,
     /// The gateway binary (default: `infergate` beside this bench's build directory).
     #[arg(long)]
     infergate: Option<PathBuf>,

@@ -96,6 +96,8 @@ struct Entry {
     enqueued: Instant,
     deadline: Instant,
     reply: oneshot::Sender<Result<Batched, BatchError>>,
+    /// The worker the request waits on, where its answer is delivered from.
+    home: Option<crate::workers::Home>,
     place: QueuePlace,
 }
 
@@ -227,6 +229,7 @@ impl Batcher {
             enqueued: now,
             deadline: now + self.shared.timeout,
             reply,
+            home: crate::workers::Home::current(),
             place,
         };
         if let Err((key, entry)) = self.enqueue(key, entry) {

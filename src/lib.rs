@@ -11,6 +11,8 @@
 //!
 //! - [`config`] — `gateway.toml` and `plugins/<model>/model.toml` as plain data, validated.
 //! - [`gateway`] — the running gateway's shared state, built from config before ports open.
+//! - [`workers`] — one single-threaded runtime per core; each owns the connections it is
+//!   handed.
 //! - [`server`] — the accept loop, shared by both listeners: connection cap and timeouts,
 //!   lingering close, HTTP/2 stream limit, graceful drain (503 for what outlives it).
 //! - [`tls`] — PEM certificates and keys for rustls; the public listener's reloading acceptor.
@@ -67,6 +69,7 @@ pub mod server;
 pub mod tensor;
 pub mod tls;
 pub mod views;
+pub mod workers;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -77,20 +80,34 @@ pub use config::GatewayConfig;
 pub use gateway::{Gateway, StartError};
 
 /// Serves `gateway` on the public and admin listeners until `shutdown` resolves, then drains.
-/// Both `main` and the tests call this, the tests with listeners on port 0.
+/// Both `main` and the tests call this, the tests with listeners on port 0. Every
+/// connection runs on the calling runtime; see [`run_on`] for spreading them over workers.
 pub async fn run(
     gateway: Arc<Gateway>,
     public: TcpListener,
     admin: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) {
+    run_on(gateway, public, admin, shutdown, None).await;
+}
+
+/// [`run`], with the public listener's connections spread over `workers` (`main` starts
+/// `server.workers` of them); the admin listener's stay on the calling runtime.
+pub async fn run_on(
+    gateway: Arc<Gateway>,
+    public: TcpListener,
+    admin: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    workers: Option<workers::Workers>,
+) {
     let config = &gateway.config().server;
     let drain = config.drain_timeout();
-    let public_limits = server::Limits::public(
+    let mut public_limits = server::Limits::public(
         config,
         gateway.tls().cloned(),
         gateway.conn_metrics().clone(),
     );
+    public_limits.workers = workers;
     let admin_limits = server::Limits::admin(config, gateway.conn_metrics().clone());
     // Health checks run while serving; they stop when the gateway (its backends) is dropped.
     gateway.start_backends();

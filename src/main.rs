@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use infergate::workers::Workers;
 use infergate::{Gateway, GatewayConfig, samples, scaffold};
 
 #[derive(Parser)]
@@ -207,10 +208,14 @@ fn samples_verdict(reports: &[samples::SampleReport]) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::main]
+/// The main runtime is single-threaded: it is worker 0 of [`Workers`], beside the accept
+/// loops, reloads and health checks, so `server.workers = N` runs on N threads.
+#[tokio::main(flavor = "current_thread")]
 async fn serve(path: PathBuf) -> anyhow::Result<()> {
     let config = GatewayConfig::load(&path)?;
     let (listen, admin_listen) = (config.server.listen, config.server.admin_listen);
+    let workers =
+        Workers::start(config.server.effective_workers()).context("starting the workers")?;
     // Compiling plugins is CPU-bound; keep it off the async workers.
     let gateway = tokio::task::spawn_blocking(move || {
         let gateway = Gateway::load(config)?;
@@ -229,8 +234,8 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
     println!("infergate listening on http://{}", public.local_addr()?);
     println!("infergate admin on http://{}", admin.local_addr()?);
     let routes = gateway.routes().snapshot().routes.len();
-    tracing::info!(routes, "serving");
-    infergate::run(Arc::new(gateway), public, admin, shutdown).await;
+    tracing::info!(routes, workers = workers.len(), "serving");
+    infergate::run_on(Arc::new(gateway), public, admin, shutdown, Some(workers)).await;
     tracing::info!("stopped");
     Ok(())
 }

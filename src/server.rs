@@ -33,6 +33,7 @@ use tokio::time::Instant;
 use crate::config::ServerConfig;
 use crate::ingress::Body;
 use crate::tls::Acceptor;
+use crate::workers::Workers;
 use conns::{Conns, Slot};
 use linger::LingerStream;
 
@@ -117,6 +118,9 @@ pub struct Limits {
     pub max_concurrent_streams: u32,
     pub tls: Option<Arc<Acceptor>>,
     pub metrics: ConnMetrics,
+    /// The runtimes its connections are spread over; `None` runs them on the runtime that
+    /// accepted them.
+    pub workers: Option<Workers>,
 }
 
 impl Limits {
@@ -131,6 +135,7 @@ impl Limits {
             max_concurrent_streams: server.max_concurrent_streams,
             tls,
             metrics,
+            workers: None,
         }
     }
 
@@ -272,7 +277,26 @@ pub async fn serve<H, F>(
             lingering: lingering.clone(),
         };
         // Owned by the connection table: drain waits for it through `conns`.
-        tokio::spawn(connection.run(stream, peer, slot, handler.clone()));
+        let handler = handler.clone();
+        match &limits.workers {
+            Some(workers) if workers.len() > 1 => match stream.into_std() {
+                // Registered again on the worker's own reactor, where it will be polled.
+                Ok(stream) => workers.spawn_connection(move || async move {
+                    match TcpStream::from_std(stream) {
+                        Ok(stream) => connection.run(stream, peer, slot, handler).await,
+                        Err(e) => {
+                            tracing::debug!(%peer, "could not hand the connection to a worker: {e}");
+                        }
+                    }
+                }),
+                Err(e) => {
+                    tracing::debug!(%peer, "could not hand the connection to a worker: {e}");
+                }
+            },
+            _ => {
+                tokio::spawn(connection.run(stream, peer, slot, handler));
+            }
+        }
     }
     drop(listener);
     let _ = phase_tx.send(Phase::Draining);

@@ -56,11 +56,16 @@ pub fn gateway_binary(args: &Args) -> anyhow::Result<PathBuf> {
 }
 
 /// A temp dir with `gateway.toml` and `plugins/digits/model.toml` (with the example plugin when
-/// `plugins`, else a REST pass-through), batching on.
-pub fn gateway_config(backend: &str, plugins: bool) -> anyhow::Result<tempfile::TempDir> {
+/// `plugins`, else a REST pass-through), batching on; `server.workers` when given.
+pub fn gateway_config(
+    backend: &str,
+    plugins: bool,
+    workers: Option<usize>,
+) -> anyhow::Result<tempfile::TempDir> {
     let dir = tempfile::tempdir()?;
+    let workers = workers.map_or(String::new(), |n| format!("workers = {n}\n"));
     let gateway = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{workers}\
          [plugins]\ndir = \"plugins\"\nwatch = \"off\"\n\
          [backends.tfs]\nkind = \"tfserving\"\nendpoints = [\"http://{backend}\"]\n\
          timeout_ms = 30000\n"

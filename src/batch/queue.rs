@@ -6,7 +6,7 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::shape::{self, BatchKey, Footprint};
@@ -204,6 +204,7 @@ pub(super) async fn dispatch(
         let Entry {
             inputs: i,
             reply,
+            home,
             place,
             enqueued,
             ..
@@ -212,7 +213,7 @@ pub(super) async fn dispatch(
         let queued = sent_at - enqueued;
         crate::metrics::observe(&metrics.queue_seconds, queued);
         inputs.push(i);
-        replies.push((reply, queued));
+        replies.push((reply, home, queued));
     }
     let total: usize = rows.iter().sum();
     metrics.batch_rows.observe(total as f64);
@@ -246,22 +247,75 @@ pub(super) async fn dispatch(
     // The backend slot is free again before anyone hears back: a client that answers with its
     // next request at once must find the model idle, not racing this task's exit.
     drop(permit);
+    if let Err(error) = &result {
+        tracing::debug!(model = %shared.model, rows = total, "batch failed: {error}");
+    }
+    let mut answers = Answers::default();
     match result {
         Ok(parts) => {
-            for ((reply, queued), outputs) in replies.into_iter().zip(parts) {
-                let _ = reply.send(Ok(Batched {
+            for ((reply, home, queued), outputs) in replies.into_iter().zip(parts) {
+                let batched = Batched {
                     outputs,
                     queued,
                     backend: backend_time,
                     batch_rows: total,
-                }));
+                };
+                answers.send(reply, home, Ok(batched));
             }
         }
         Err(error) => {
-            tracing::debug!(model = %shared.model, rows = total, "batch failed: {error}");
-            for (reply, _) in replies {
-                let _ = reply.send(Err(error.clone()));
+            for (reply, home, _) in replies {
+                answers.send(reply, home, Err(error.clone()));
             }
+        }
+    }
+    answers.deliver();
+}
+
+type Answer = (
+    oneshot::Sender<Result<Batched, BatchError>>,
+    Result<Batched, BatchError>,
+);
+
+/// A batch's answers, sent at once to the requests waiting on this thread and gathered per
+/// worker for the others: one cross-thread wake-up per worker and batch instead of one per
+/// request (see [`crate::workers`]).
+#[derive(Default)]
+struct Answers {
+    away: Vec<(crate::workers::Home, Vec<Answer>)>,
+}
+
+impl Answers {
+    fn send(
+        &mut self,
+        reply: oneshot::Sender<Result<Batched, BatchError>>,
+        home: Option<crate::workers::Home>,
+        answer: Result<Batched, BatchError>,
+    ) {
+        match home {
+            Some(home) if !home.is_here() => {
+                match self
+                    .away
+                    .iter_mut()
+                    .find(|(h, _)| h.index() == home.index())
+                {
+                    Some((_, answers)) => answers.push((reply, answer)),
+                    None => self.away.push((home, vec![(reply, answer)])),
+                }
+            }
+            _ => {
+                let _ = reply.send(answer);
+            }
+        }
+    }
+
+    fn deliver(self) {
+        for (home, answers) in self.away {
+            home.run(move || {
+                for (reply, answer) in answers {
+                    let _ = reply.send(answer);
+                }
+            });
         }
     }
 }

@@ -74,6 +74,11 @@ pub struct ServerConfig {
     /// while those within the limit are answered.
     #[serde(default = "default_max_concurrent_streams")]
     pub max_concurrent_streams: u32,
+    /// `workers = 4` — threads serving the public listener's connections, each a runtime of
+    /// its own that keeps a connection for its whole life (no work stealing: a request never
+    /// changes threads mid-way). Default: the CPUs this process may use (its affinity mask
+    /// and cgroup quota, as `std::thread::available_parallelism` reads them).
+    pub workers: Option<usize>,
     /// `[server.tls]` — serve the public listener over TLS (HTTP/2 by ALPN).
     pub tls: Option<TlsConfig>,
 }
@@ -145,6 +150,13 @@ impl ServerConfig {
         Duration::from_millis(self.idle_timeout_ms)
     }
 
+    /// `workers`, or the CPUs this process may use.
+    pub fn effective_workers(&self) -> usize {
+        self.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
+
     /// `max_connections`, or what the descriptor limit leaves for connections.
     pub fn effective_max_connections(&self) -> usize {
         self.max_connections
@@ -174,6 +186,7 @@ impl Default for ServerConfig {
             idle_timeout_ms: default_idle_timeout_ms(),
             max_connections: None,
             max_concurrent_streams: default_max_concurrent_streams(),
+            workers: None,
             tls: None,
         }
     }
@@ -591,6 +604,7 @@ impl GatewayConfig {
                 "max_concurrent_streams",
                 u64::from(server.max_concurrent_streams),
             ),
+            ("workers", server.workers.map_or(1, |w| w as u64)),
         ] {
             if value == 0 {
                 return Err(ConfigError::invalid(

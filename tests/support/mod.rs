@@ -74,6 +74,7 @@ pub struct GatewayBuilder {
     plugins: String,
     server: String,
     extra: String,
+    workers: Option<usize>,
 }
 
 pub fn gateway() -> GatewayBuilder {
@@ -137,6 +138,13 @@ impl GatewayBuilder {
     }
 
     /// Extra lines for the `[server]` table (admin token, drain timeout).
+    /// Spreads the public listener's connections over `n` workers (the test's runtime is
+    /// worker 0), as `infergate serve` does with `server.workers`.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n);
+        self
+    }
+
     pub fn server_config(mut self, lines: &str) -> Self {
         self.server = lines.to_string();
         self
@@ -205,6 +213,9 @@ impl GatewayBuilder {
 
     /// Loads the config and serves it on port 0.
     pub async fn start(self) -> Result<TestGateway, StartError> {
+        let workers = self
+            .workers
+            .map(|n| infergate::workers::Workers::start(n).expect("starting workers"));
         let (dir, path) = self.write();
         let config = GatewayConfig::load(&path)?;
         let gateway = tokio::task::spawn_blocking(move || Gateway::load(config))
@@ -216,13 +227,20 @@ impl GatewayBuilder {
         let admin_url = format!("http://{}", admin.local_addr().expect("addr"));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let gateway = Arc::new(gateway);
-        let task = tokio::spawn(infergate::run(gateway.clone(), public, admin, async move {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(infergate::run_on(
+            gateway.clone(),
+            public,
+            admin,
+            async move {
+                let _ = stopped.await;
+            },
+            workers.clone(),
+        ));
         Ok(TestGateway {
             url,
             admin_url,
             gateway,
+            workers,
             dir,
             stop: Some(stop),
             task: Some(task),
@@ -234,6 +252,8 @@ pub struct TestGateway {
     pub url: String,
     pub admin_url: String,
     pub gateway: Arc<Gateway>,
+    /// The workers its connections run on, when started with [`GatewayBuilder::workers`].
+    pub workers: Option<infergate::workers::Workers>,
     dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
