@@ -93,7 +93,10 @@ async fn connections_spread_and_batch_across_workers() {
         .backend("tfs", &backend.url())
         .model(
             "m",
-            "backend = \"tfs\"\n[batching]\nmax_batch_size = 64\nbatch_timeout_us = 5000\n",
+            // Every batch waits out its window (50 ms), one at a time: the requests the
+            // eight connections send together share one, whichever worker they came through.
+            "backend = \"tfs\"\n[batching]\nmax_batch_size = 64\nbatch_timeout_us = 50000\n\
+             dispatch_when_idle = false\nmax_concurrent_batches = 1\n",
         )
         .start()
         .await
