@@ -99,6 +99,10 @@ pub struct Args {
     /// `server.workers` for the gateway rows (default: the gateway's, one per CPU).
     #[arg(long)]
     workers: Option<usize>,
+    /// The digits model's `limits.max_running_calls` (default: the gateway's, half the CPUs;
+    /// a gateway serving one model is told to raise it to the CPU count).
+    #[arg(long)]
+    running_calls: Option<u32>,
     /// The gateway binary (default: `infergate` beside this bench's build directory).
     #[arg(long)]
     infergate: Option<PathBuf>,

@@ -56,11 +56,12 @@ pub fn gateway_binary(args: &Args) -> anyhow::Result<PathBuf> {
 }
 
 /// A temp dir with `gateway.toml` and `plugins/digits/model.toml` (with the example plugin when
-/// `plugins`, else a REST pass-through), batching on; `server.workers` when given.
+/// `plugins`, else a REST pass-through), batching on; `server.workers` and the model's
+/// `limits.max_running_calls` when given.
 pub fn gateway_config(
     backend: &str,
     plugins: bool,
-    workers: Option<usize>,
+    (workers, running): (Option<usize>, Option<u32>),
 ) -> anyhow::Result<tempfile::TempDir> {
     let dir = tempfile::tempdir()?;
     let workers = workers.map_or(String::new(), |n| format!("workers = {n}\n"));
@@ -86,6 +87,9 @@ pub fn gateway_config(
         "[batching]\nmax_batch_size = 64\nbatch_timeout_us = 1000\nmax_enqueued = 4096\n\
          max_concurrent_batches = 2\n",
     );
+    if let Some(running) = running {
+        model.push_str(&format!("[limits]\nmax_running_calls = {running}\n"));
+    }
     std::fs::write(folder.join("model.toml"), model)?;
     Ok(dir)
 }

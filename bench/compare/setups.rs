@@ -54,7 +54,7 @@ pub async fn run_all(args: Args) -> anyhow::Result<()> {
     check(&direct, "").await?;
 
     if args.runs(1) {
-        let dir = servers::gateway_config(&backend_addr, true, args.workers)?;
+        let dir = servers::gateway_config(&backend_addr, true, (args.workers, args.running_calls))?;
         let (server, base) = servers::start_gateway(&gateway_bin, &dir, &[])?;
         let target = digits_target(&base, &png, &bodies)?;
         check(&target, "predictions").await?;
@@ -96,7 +96,7 @@ pub async fn run_all(args: Args) -> anyhow::Result<()> {
         }
     }
     if args.runs(4) {
-        let dir = servers::gateway_config(&backend_addr, false, args.workers)?;
+        let dir = servers::gateway_config(&backend_addr, false, (args.workers, args.running_calls))?;
         let (server, base) = servers::start_gateway(&gateway_bin, &dir, &[])?;
         let target = http_target(
             &format!("{base}/v1/models/digits:predict"),
@@ -116,7 +116,7 @@ pub async fn run_all(args: Args) -> anyhow::Result<()> {
     // setup 3's request (so 5 / 3 is the gateway's cost on gRPC), and the Open Inference
     // Protocol over REST, JSON and binary tensors (beside setup 4's REST JSON).
     if args.runs(5) || args.runs(6) {
-        let dir = servers::gateway_config(&backend_addr, false, args.workers)?;
+        let dir = servers::gateway_config(&backend_addr, false, (args.workers, args.running_calls))?;
         let (server, base) = servers::start_gateway(&gateway_bin, &dir, &[])?;
         let mut targets = Vec::new();
         if args.runs(5) {
@@ -571,7 +571,7 @@ async fn real_tf_rows(
     bodies: &Bodies,
 ) -> anyhow::Result<Vec<Row>> {
     let (tf, addr) = servers::start_tf(args)?;
-    let dir = servers::gateway_config(&addr, true, args.workers)?;
+    let dir = servers::gateway_config(&addr, true, (args.workers, args.running_calls))?;
     let (gateway, base) = servers::start_gateway(gateway_bin, &dir, &[])?;
     let target = digits_target(&base, png, bodies)?;
     // Real TensorFlow must read the bundled 7 as a 7.
