@@ -96,7 +96,7 @@ pub struct Args {
     /// The wrk binary.
     #[arg(long, default_value = "wrk")]
     wrk: PathBuf,
-    /// `server.workers` for the gateway rows (default: the gateway's, one per CPU).
+    /// `server.workers` for the gateway rows (default: unset, the work-stealing runtime).
     #[arg(long)]
     workers: Option<usize>,
     /// The digits model's `limits.max_running_calls` (default: the gateway's, half the CPUs;

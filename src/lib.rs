@@ -11,8 +11,8 @@
 //!
 //! - [`config`] — `gateway.toml` and `plugins/<model>/model.toml` as plain data, validated.
 //! - [`gateway`] — the running gateway's shared state, built from config before ports open.
-//! - [`workers`] — one single-threaded runtime per core; each owns the connections it is
-//!   handed.
+//! - [`workers`] — `server.workers`: single-threaded runtimes, one per core, each owning the
+//!   connections it is handed (opt-in; the default is tokio's work-stealing runtime).
 //! - [`server`] — the accept loop, shared by both listeners: connection cap and timeouts,
 //!   lingering close, HTTP/2 stream limit, graceful drain (503 for what outlives it).
 //! - [`tls`] — PEM certificates and keys for rustls; the public listener's reloading acceptor.

@@ -208,14 +208,27 @@ fn samples_verdict(reports: &[samples::SampleReport]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The main runtime is single-threaded: it is worker 0 of [`Workers`], beside the accept
-/// loops, reloads and health checks, so `server.workers = N` runs on N threads.
-#[tokio::main(flavor = "current_thread")]
-async fn serve(path: PathBuf) -> anyhow::Result<()> {
+/// Without `server.workers`, tokio's work-stealing runtime, one thread per CPU. With it, the
+/// main runtime is single-threaded and is worker 0 of [`Workers`], beside the accept loops,
+/// reloads and health checks, so `server.workers = N` runs on N threads.
+fn serve(path: PathBuf) -> anyhow::Result<()> {
     let config = GatewayConfig::load(&path)?;
+    let runtime = match config.server.workers {
+        None => tokio::runtime::Builder::new_multi_thread(),
+        Some(_) => tokio::runtime::Builder::new_current_thread(),
+    }
+    .enable_all()
+    .build()
+    .context("starting the async runtime")?;
+    runtime.block_on(serve_on_runtime(config))
+}
+
+async fn serve_on_runtime(config: GatewayConfig) -> anyhow::Result<()> {
     let (listen, admin_listen) = (config.server.listen, config.server.admin_listen);
-    let workers =
-        Workers::start(config.server.effective_workers()).context("starting the workers")?;
+    let workers = match config.server.workers {
+        None => None,
+        Some(n) => Some(Workers::start(n).context("starting the workers")?),
+    };
     // Compiling plugins is CPU-bound; keep it off the async workers.
     let gateway = tokio::task::spawn_blocking(move || {
         let gateway = Gateway::load(config)?;
@@ -234,8 +247,11 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
     println!("infergate listening on http://{}", public.local_addr()?);
     println!("infergate admin on http://{}", admin.local_addr()?);
     let routes = gateway.routes().snapshot().routes.len();
-    tracing::info!(routes, workers = workers.len(), "serving");
-    infergate::run_on(Arc::new(gateway), public, admin, shutdown, Some(workers)).await;
+    match &workers {
+        Some(workers) => tracing::info!(routes, workers = workers.len(), "serving on workers"),
+        None => tracing::info!(routes, "serving"),
+    }
+    infergate::run_on(Arc::new(gateway), public, admin, shutdown, workers).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,17 +1,23 @@
-//! The connection workers: one single-threaded tokio runtime per core, each owning the
+//! The connection workers (`server.workers`): single-threaded tokio runtimes, each owning the
 //! connections handed to it for their whole life, as Envoy's and nginx's workers do.
 //!
-//! A work-stealing runtime spreads every task over every core, so each request bounces
-//! between threads (parked workers woken to steal, wake-ups across threads on every hop), and
-//! on a busy machine that costs more than the request's own work: on 2 cores with the digits
-//! plugins, about 140 µs of CPU per request against about 75 µs on one thread (BENCHMARKS.md).
-//! Here a connection's parsing, plugin calls and answer all run on the thread that accepted
-//! it, and threads meet only where requests of different connections do (a model's batch
-//! queue, a backend connection), where wake-ups are shared by a whole batch.
+//! A work-stealing runtime spreads every task over every core, so a request bounces between
+//! threads (parked workers woken to steal, wake-ups across threads on every hop, a model's
+//! core share handed from thread to thread), and on a busy machine that costs a good part of
+//! the request: on 2 cores with the digits plugins, 166 against 127 µs of CPU per request with
+//! two workers, 86 with one (BENCHMARKS.md). Here a connection's parsing, plugin calls and
+//! answer all run on the thread that accepted it, and threads meet only where requests of
+//! different connections do (a model's batch queue, a backend connection), where a batch's
+//! answers cross in one wake-up per worker.
+//!
+//! What it gives up, and why it is opt-in: a request whose worker is busy with a long plugin
+//! call (until the call yields at an epoch tick, or for the whole of an uninterruptible host
+//! copy) waits for it instead of being stolen by an idle thread, so a misbehaving model
+//! raises the tail latency of the requests that share its worker.
 //!
 //! The thread that calls [`Workers::start`] is worker 0: the runtime it runs (the gateway's
 //! main one, with the accept loops, reloads and backend health checks) takes connections too,
-//! so `workers = N` uses N threads for N cores, not N + 1.
+//! so `workers = N` uses N threads, not N + 1.
 
 use std::cell::RefCell;
 use std::future::Future;

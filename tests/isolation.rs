@@ -29,7 +29,9 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// What the bad model's clients ask for, in turn.
 const BAD_BEHAVIOURS: [&str; 4] = ["loop", "grow", "trap", "post-huge-body"];
 
-async fn two_models() -> (FakeServer, TestGateway) {
+/// A good and a bad model on one fake backend; the connections spread over `workers` when
+/// given.
+async fn two_models_on(workers: Option<usize>) -> (FakeServer, TestGateway) {
     let backend = FakeBackend::new([identity()]).start().await.unwrap();
     let plugin = wasm("misbehave");
     // Both models get one core and explicit slots, so the test means the same on any machine.
@@ -41,7 +43,11 @@ async fn two_models() -> (FakeServer, TestGateway) {
     let bad = format!(
         "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"{plugin}\"\n[limits]\ntimeout_ms = 400\nmax_concurrent_calls = {BAD_SLOTS}\nmax_running_calls = 1\n",
     );
-    let gw = gateway()
+    let mut gw = gateway();
+    if let Some(n) = workers {
+        gw = gw.workers(n);
+    }
+    let gw = gw
         .backend("tfs", &backend.url())
         .model("good", &good)
         .model("bad", &bad)
@@ -196,8 +202,25 @@ impl Drop for Burner {
 /// model with nothing else in the gateway, beside one busy core (see [`Burner`]).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_misbehaving_model_leaves_a_good_one_alone() {
+    misbehaving_beside_good(None).await;
+}
+
+/// The same with the connections on two per-core workers (`server.workers = 2`): still 0
+/// errors and the bad model held to its share, but a good request whose worker is running
+/// one of the bad model's calls waits for it to yield (an epoch tick) or finish (a host copy
+/// of a huge output yields at none) instead of moving to an idle thread, so its p99 is
+/// bounded looser: ×1.5 to ×5 were measured beside ×0.4 to ×1 without workers. A bad call
+/// that held its worker through its whole deadline would make it ×40 or more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misbehaving_model_leaves_a_good_one_alone_on_workers() {
+    misbehaving_beside_good(Some(2)).await;
+}
+
+async fn misbehaving_beside_good(workers: Option<usize>) {
+    // How far the good model's p99 may rise beside the bad one (see the tests above).
+    let bound = if workers.is_some() { 8.0 } else { 2.0 };
     let _serial = SERIAL.lock().await;
-    let (_backend, gw) = two_models().await;
+    let (_backend, gw) = two_models_on(workers).await;
     let gw = Arc::new(gw);
     // Warm both models up (compiled code paged in, pool slots touched).
     let mut warm = Vec::new();
@@ -219,7 +242,7 @@ async fn a_misbehaving_model_leaves_a_good_one_alone() {
             quantile(&beside, 0.5)
         );
         ratios.push(ratio);
-        if ratio <= 2.0 {
+        if ratio <= bound {
             break;
         }
     }
@@ -258,7 +281,7 @@ async fn a_misbehaving_model_leaves_a_good_one_alone() {
         .collect();
     assert!(unexpected.is_empty(), "{unexpected:?}");
     assert!(
-        ratios.iter().any(|r| *r <= 2.0),
+        ratios.iter().any(|r| *r <= bound),
         "the good model's p99 rose beside the bad model to ×{ratios:.2?} of its p99 alone"
     );
 }

@@ -96,7 +96,8 @@ pub async fn run_all(args: Args) -> anyhow::Result<()> {
         }
     }
     if args.runs(4) {
-        let dir = servers::gateway_config(&backend_addr, false, (args.workers, args.running_calls))?;
+        let dir =
+            servers::gateway_config(&backend_addr, false, (args.workers, args.running_calls))?;
         let (server, base) = servers::start_gateway(&gateway_bin, &dir, &[])?;
         let target = http_target(
             &format!("{base}/v1/models/digits:predict"),
@@ -116,7 +117,8 @@ pub async fn run_all(args: Args) -> anyhow::Result<()> {
     // setup 3's request (so 5 / 3 is the gateway's cost on gRPC), and the Open Inference
     // Protocol over REST, JSON and binary tensors (beside setup 4's REST JSON).
     if args.runs(5) || args.runs(6) {
-        let dir = servers::gateway_config(&backend_addr, false, (args.workers, args.running_calls))?;
+        let dir =
+            servers::gateway_config(&backend_addr, false, (args.workers, args.running_calls))?;
         let (server, base) = servers::start_gateway(&gateway_bin, &dir, &[])?;
         let mut targets = Vec::new();
         if args.runs(5) {

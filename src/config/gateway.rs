@@ -74,10 +74,11 @@ pub struct ServerConfig {
     /// while those within the limit are answered.
     #[serde(default = "default_max_concurrent_streams")]
     pub max_concurrent_streams: u32,
-    /// `workers = 4` — threads serving the public listener's connections, each a runtime of
-    /// its own that keeps a connection for its whole life (no work stealing: a request never
-    /// changes threads mid-way). Default: the CPUs this process may use (its affinity mask
-    /// and cgroup quota, as `std::thread::available_parallelism` reads them).
+    /// `workers = 2` — serve the public listener's connections on this many threads, each a
+    /// single-threaded runtime that keeps a connection for its whole life (no work
+    /// stealing: a request never changes threads). Cheaper per request (BENCHMARKS.md), but
+    /// a request waits behind a long plugin call on its own thread instead of moving to an
+    /// idle one. Unset: tokio's work-stealing runtime, one thread per CPU.
     pub workers: Option<usize>,
     /// `[server.tls]` — serve the public listener over TLS (HTTP/2 by ALPN).
     pub tls: Option<TlsConfig>,
@@ -148,13 +149,6 @@ impl ServerConfig {
 
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_timeout_ms)
-    }
-
-    /// `workers`, or the CPUs this process may use.
-    pub fn effective_workers(&self) -> usize {
-        self.workers.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-        })
     }
 
     /// `max_connections`, or what the descriptor limit leaves for connections.
