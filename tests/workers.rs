@@ -11,8 +11,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use infergate::fake::FakeModel;
-use infergate::tensor::{DType, Tensor};
 use serde_json::json;
 use support::*;
 
@@ -33,6 +31,28 @@ fn recording_doubler(batches: Arc<Mutex<Vec<Vec<f32>>>>) -> FakeModel {
                 Tensor::from_f32(inputs[0].1.shape().to_vec(), &y).expect("shape"),
             )])
         })
+}
+
+/// A fake backend serving `model`, each call costing `per_call`, and a gateway on two workers
+/// with the one model `m` of `model_toml` in front of it.
+async fn on_two_workers(
+    model: FakeModel,
+    per_call: Duration,
+    model_toml: &str,
+) -> (FakeServer, TestGateway) {
+    let backend = FakeBackend::new([model])
+        .cost(per_call, Duration::ZERO)
+        .start()
+        .await
+        .unwrap();
+    let gw = gateway()
+        .workers(2)
+        .backend("tfs", &backend.url())
+        .model("m", model_toml)
+        .start()
+        .await
+        .unwrap();
+    (backend, gw)
 }
 
 /// A keep-alive HTTP/1 connection of its own to `url`.
@@ -83,24 +103,15 @@ async fn await_connections(gw: &TestGateway, want: &[usize]) {
 #[tokio::test]
 async fn connections_spread_and_batch_across_workers() {
     let batches = Arc::new(Mutex::new(Vec::new()));
-    let backend = infergate::fake::FakeBackend::new([recording_doubler(batches.clone())])
-        .cost(Duration::from_millis(20), Duration::ZERO)
-        .start()
-        .await
-        .unwrap();
-    let gw = gateway()
-        .workers(2)
-        .backend("tfs", &backend.url())
-        .model(
-            "m",
-            // Every batch waits out its window (50 ms), one at a time: the requests the
-            // eight connections send together share one, whichever worker they came through.
-            "backend = \"tfs\"\n[batching]\nmax_batch_size = 64\nbatch_timeout_us = 50000\n\
-             dispatch_when_idle = false\nmax_concurrent_batches = 1\n",
-        )
-        .start()
-        .await
-        .unwrap();
+    let (_backend, gw) = on_two_workers(
+        recording_doubler(batches.clone()),
+        Duration::from_millis(20),
+        // Every batch waits out its window (50 ms), one at a time: the requests the eight
+        // connections send together share one, whichever worker they came through.
+        "backend = \"tfs\"\n[batching]\nmax_batch_size = 64\nbatch_timeout_us = 50000\n\
+         dispatch_when_idle = false\nmax_concurrent_batches = 1\n",
+    )
+    .await;
     // One at a time, so each goes to the worker with fewer: 0, 1, 0, 1, …
     let mut senders = Vec::new();
     for i in 0..8usize {
@@ -145,18 +156,8 @@ async fn connections_spread_and_batch_across_workers() {
 /// A drain waits for a request running on the other worker, and it is answered.
 #[tokio::test]
 async fn drain_waits_for_requests_on_every_worker() {
-    let backend = infergate::fake::FakeBackend::new([doubler()])
-        .cost(Duration::from_millis(300), Duration::ZERO)
-        .start()
-        .await
-        .unwrap();
-    let gw = gateway()
-        .workers(2)
-        .backend("tfs", &backend.url())
-        .model("m", "backend = \"tfs\"\n")
-        .start()
-        .await
-        .unwrap();
+    let (_backend, gw) =
+        on_two_workers(doubler(), Duration::from_millis(300), "backend = \"tfs\"\n").await;
     let mut first = connect(&gw.url).await;
     await_connections(&gw, &[1, 0]).await;
     let mut second = connect(&gw.url).await;
