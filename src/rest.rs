@@ -6,8 +6,12 @@
 //! strings both ways, string outputs named `*_bytes` always render as `{"b64": ...}`, and the
 //! non-standard tokens `NaN`, `Infinity` and `-Infinity` are read and written.
 //!
-//! - `decode`: the JSON reader (a flat tape that keeps numbers as written, so each converts
-//!   once, straight to the signature's dtype) and the assembly of rows / columns into tensors.
+//! - `json`: the JSON reader (a flat tape that keeps numbers as written, so each converts
+//!   once, straight to the signature's dtype); `decode`: the assembly of rows / columns into
+//!   tensors.
+//! - `plain`: a one-pass shortcut for the common body (one input, nested lists of numbers)
+//!   that gives exactly what the full reader would, and hands it everything else.
+//! - `number`: decimal text to `f32` / `f64`, rounded as `str::parse` rounds.
 //! - `encode`: writes output tensors straight into the response bytes.
 //! - `differential` (tests only): the reader against serde_json.
 //!
@@ -19,6 +23,8 @@ mod decode;
 mod differential;
 mod encode;
 mod json;
+mod number;
+mod plain;
 
 use std::collections::BTreeMap;
 
@@ -49,9 +55,17 @@ pub enum Format {
 pub struct PredictBody {
     pub signature_name: Option<String>,
     pub format: Format,
-    doc: json::Doc,
-    /// Tape index of the `"instances"` or `"inputs"` value.
-    payload: usize,
+    payload: Payload,
+}
+
+/// The `"instances"` or `"inputs"` value, as one of the two readers left it.
+#[derive(Debug)]
+enum Payload {
+    /// The full reader's tape, and the value's index on it.
+    Tape { doc: json::Doc, at: usize },
+    /// Nested lists of numbers, read in one pass; `text` is the body (ASCII, no byte-order
+    /// mark), which the full reader reads again if typing needs it.
+    Plain { text: String, plain: plain::Plain },
 }
 
 /// Why a predict body could not become tensors, or outputs could not become JSON. Each message
@@ -190,8 +204,25 @@ pub fn json_to_value(body: &[u8]) -> Result<serde_json::Value, String> {
 
 /// Reads a `:predict` body: JSON syntax, the top-level keys, `signature_name`, and exactly one of
 /// `"instances"` (a non-empty list) or `"inputs"`. Values are typed later, by
-/// [`PredictBody::into_tensors`].
+/// [`PredictBody::into_tensors`]. A body of nested number lists takes the one-pass reader;
+/// the result is the same as [`parse_predict_body_full`]'s.
 pub fn parse_predict_body(body: &[u8]) -> Result<PredictBody, RestError> {
+    let unmarked = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    if let Some(mut plain) = plain::read(unmarked)
+        && let Ok(text) = String::from_utf8(unmarked.to_vec())
+    {
+        return Ok(PredictBody {
+            signature_name: plain.signature_name.take(),
+            format: plain.format,
+            payload: Payload::Plain { text, plain },
+        });
+    }
+    parse_predict_body_full(body)
+}
+
+/// [`parse_predict_body`] by the full reader alone: the reference the one-pass reader is
+/// held to (the differential tests and the `rest_json` fuzz target compare the two).
+pub fn parse_predict_body_full(body: &[u8]) -> Result<PredictBody, RestError> {
     let doc = json::Doc::parse(body)?;
     const ROOT: usize = 0;
     if !doc.is_object(ROOT) {
@@ -245,8 +276,7 @@ pub fn parse_predict_body(body: &[u8]) -> Result<PredictBody, RestError> {
     Ok(PredictBody {
         signature_name,
         format,
-        doc,
-        payload,
+        payload: Payload::Tape { doc, at: payload },
     })
 }
 
@@ -257,9 +287,18 @@ impl PredictBody {
         self,
         inputs: &BTreeMap<String, InputSpec>,
     ) -> Result<NamedTensors, RestError> {
-        match self.format {
-            Format::Row => decode::row_tensors(&self.doc, self.payload, inputs),
-            Format::Columnar => decode::columnar_tensors(&self.doc, self.payload, inputs),
+        match (self.payload, self.format) {
+            (Payload::Tape { doc, at }, Format::Row) => decode::row_tensors(&doc, at, inputs),
+            (Payload::Tape { doc, at }, Format::Columnar) => {
+                decode::columnar_tensors(&doc, at, inputs)
+            }
+            (Payload::Plain { text, plain }, _) => {
+                match decode::plain_tensors(&text, &plain, inputs) {
+                    Some(tensors) => Ok(tensors),
+                    // The full reader decides, and names what is wrong and where.
+                    None => parse_predict_body_full(text.as_bytes())?.into_tensors(inputs),
+                }
+            }
         }
     }
 }
@@ -831,5 +870,195 @@ mod tests {
             accepted > 100 && refused > 100,
             "accepted {accepted}, refused {refused}"
         );
+    }
+
+    const DTYPES: [DType; 14] = [
+        DType::F16,
+        DType::BF16,
+        DType::F32,
+        DType::F64,
+        DType::I8,
+        DType::I16,
+        DType::I32,
+        DType::I64,
+        DType::U8,
+        DType::U16,
+        DType::U32,
+        DType::U64,
+        DType::Bool,
+        DType::Str,
+    ];
+
+    /// Decodes `body` for `inputs` both ways — [`parse_predict_body`] (the one-pass reader
+    /// where it applies) and the full reader alone — and panics unless both give the same
+    /// tensors, signature name and format, or the same error. True when the one-pass reader
+    /// took the body and typed it itself.
+    fn same_both_ways(body: &str, inputs: &BTreeMap<String, InputSpec>) -> bool {
+        type Decoded = (Option<String>, Format, NamedTensors);
+        let typed = |b: PredictBody| -> Result<Decoded, RestError> {
+            let (name, format) = (b.signature_name.clone(), b.format);
+            Ok((name, format, b.into_tensors(inputs)?))
+        };
+        let parsed = parse_predict_body(body.as_bytes());
+        let quick = match &parsed {
+            Ok(PredictBody {
+                payload: Payload::Plain { text, plain },
+                ..
+            }) => decode::plain_tensors(text, plain, inputs).is_some(),
+            _ => false,
+        };
+        let ours = parsed.and_then(typed).map_err(|e| e.to_string());
+        let full = parse_predict_body_full(body.as_bytes())
+            .and_then(typed)
+            .map_err(|e| e.to_string());
+        assert_eq!(ours, full, "{body}");
+        quick
+    }
+
+    /// A nesting of `dims` lists of numbers, with a rare flaw: a missing or extra element, an
+    /// empty list, a value of another kind, a trailing comma.
+    fn random_lists(rng: &mut Rng, dims: &[usize], out: &mut String) {
+        const NUMBERS: &[&str] = &[
+            "0",
+            "-0",
+            "0.0",
+            "1",
+            "-1",
+            "7",
+            "127",
+            "128",
+            "255",
+            "256",
+            "-129",
+            "1.5",
+            "0.32156864",
+            "1e3",
+            "2E-2",
+            "-7.25e+1",
+            "65504",
+            "65520",
+            "3.4028236e38",
+            "1e-40",
+            "16777217",
+            "9007199254740993",
+            "18446744073709551615",
+            "18446744073709551616",
+            "0.1",
+        ];
+        const FLAWS: &[&str] = &[
+            "NaN",
+            "\"s\"",
+            "true",
+            "[]",
+            "[1]",
+            "01",
+            "1.",
+            "{\"b64\": \"AA==\"}",
+        ];
+        let spaces = [" ", "", "\n  ", "\t"];
+        match dims.split_first() {
+            None if rng.next(200) == 0 => out.push_str(FLAWS[rng.next(FLAWS.len())]),
+            None => out.push_str(NUMBERS[rng.next(NUMBERS.len())]),
+            Some((&len, inner)) => {
+                let len = match rng.next(150) {
+                    0 => len + 1,
+                    1 => len - 1,
+                    _ => len,
+                };
+                out.push('[');
+                for k in 0..len {
+                    if k > 0 {
+                        out.push(',');
+                        out.push_str(spaces[rng.next(spaces.len())]);
+                    }
+                    random_lists(rng, inner, out);
+                }
+                if rng.next(300) == 0 {
+                    out.push(',');
+                }
+                out.push(']');
+            }
+        }
+    }
+
+    /// The one-pass reader against the full reader: plain numeric bodies of random shapes,
+    /// values and spacing (some flawed), typed by signatures of every dtype with fitting,
+    /// wildcard and wrong shapes, and with two inputs. Every body decodes to the same
+    /// tensors or the same error either way; most take the one-pass path.
+    #[test]
+    fn one_pass_reader_agrees_with_the_full_reader() {
+        let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+        let mut quick = 0;
+        let rounds = 6_000;
+        for _ in 0..rounds {
+            let rank = 1 + rng.next(3);
+            let dims: Vec<usize> = (0..rank).map(|_| 1 + rng.next(3)).collect();
+            let mut lists = String::new();
+            random_lists(&mut rng, &dims, &mut lists);
+            let key = if rng.next(2) == 0 {
+                "instances"
+            } else {
+                "inputs"
+            };
+            let body = match rng.next(4) {
+                0 => format!(r#"{{"signature_name": "serving_default", "{key}": {lists}}}"#),
+                1 => format!("{{\"{key}\":{lists},\n\"signature_name\":\"s\"}}\n"),
+                _ => format!(r#"{{"{key}": {lists}}}"#),
+            };
+            let dtype = DTYPES[rng.next(DTYPES.len())];
+            let dims: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
+            let shape: Option<Vec<i64>> = match rng.next(4) {
+                0 => None,
+                1 => Some(dims.clone()),
+                2 => Some(
+                    std::iter::once(-1)
+                        .chain(dims[1..].iter().copied())
+                        .collect(),
+                ),
+                _ => Some(vec![-1, 5]),
+            };
+            let inputs = if rng.next(10) == 0 {
+                sig(&[("a", spec(dtype, None)), ("b", spec(DType::F32, None))])
+            } else {
+                sig(&[("x", spec(dtype, shape.as_deref()))])
+            };
+            quick += usize::from(same_both_ways(&body, &inputs));
+        }
+        // About a fifth: the rest are flawed, or refused by their dtype or shape.
+        assert!(
+            quick > rounds / 8,
+            "only {quick} of {rounds} bodies took the one-pass path"
+        );
+    }
+
+    /// The bodies the other tests here use, and random well-formed ones of every layout,
+    /// decode the same both ways too.
+    #[test]
+    fn every_layout_decodes_the_same_both_ways() {
+        let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+        for _ in 0..3_000 {
+            let dtype = DTYPES[rng.next(DTYPES.len())];
+            let inputs = if rng.next(2) == 0 {
+                sig(&[("x", spec(dtype, None))])
+            } else {
+                sig(&[("a", spec(dtype, None)), ("b", spec(DType::I64, None))])
+            };
+            let mut body = String::from(if rng.next(2) == 0 {
+                r#"{"instances": "#
+            } else {
+                r#"{"inputs": "#
+            });
+            random_value(&mut rng, 4, &mut body);
+            body.push('}');
+            same_both_ways(&body, &inputs);
+        }
+        let image = sig(&[("image", spec(DType::F32, Some(&[-1, 28, 28, 1])))]);
+        let row = format!("[{}]", vec!["[0.5019608]"; 28].join(","));
+        let body = format!(r#"{{"instances": [[{}]]}}"#, vec![row; 28].join(","));
+        assert!(
+            same_both_ways(&body, &image),
+            "the image took the one-pass path"
+        );
+        assert!(same_both_ways("\u{feff}{\"inputs\": [1, 2]}", &one_f32()));
     }
 }

@@ -36,7 +36,8 @@ pub const DTYPES: [DType; 14] = [
 /// extensions (`NaN`, `Infinity`, a byte-order mark) and its nesting limit (128 levels;
 /// serde_json's is 127). A body that reads is then typed twice:
 /// as one input `x`, and as inputs `a` and `b`, with dtypes and ranks taken from the body's
-/// length, as a signature would type it.
+/// length, as a signature would type it. The one-pass reader for plain numeric bodies must
+/// give what the full reader alone gives: the same tensors or the same error.
 pub fn rest_json(data: &[u8]) {
     json_differential(data);
     let pick = data.len();
@@ -48,13 +49,23 @@ pub fn rest_json(data: &[u8]) {
         ],
     ];
     for spec in specs {
-        let Ok(body) = rest::parse_predict_body(data) else {
-            return;
-        };
         let specs: BTreeMap<String, InputSpec> = spec
             .into_iter()
             .map(|(name, dtype, shape)| (name.to_string(), InputSpec { dtype, shape }))
             .collect();
+        let decode = |body: Result<rest::PredictBody, rest::RestError>| {
+            let body = body?;
+            let head = (body.signature_name.clone(), body.format);
+            body.into_tensors(&specs).map(|t| (head, t))
+        };
+        assert_eq!(
+            decode(rest::parse_predict_body(data)).map_err(|e| e.to_string()),
+            decode(rest::parse_predict_body_full(data)).map_err(|e| e.to_string()),
+            "the one-pass reader and the full reader disagree"
+        );
+        let Ok(body) = rest::parse_predict_body(data) else {
+            return;
+        };
         if let Ok(tensors) = body.into_tensors(&specs) {
             for (name, t) in &tensors {
                 assert!(

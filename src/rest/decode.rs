@@ -1,5 +1,6 @@
 //! Request side: the assembly of `"instances"` / `"inputs"` values, read from the JSON tape
-//! ([`super::json`]), into tensors typed by the signature.
+//! ([`super::json`]) or from a plain numeric payload ([`super::plain`]), into tensors typed
+//! by the signature.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -11,6 +12,8 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use bytes::Bytes;
 
 use super::json::{Doc, Tok, shorten};
+use super::number::{parse_f32, parse_f64};
+use super::plain::Plain;
 use super::{InputSpec, RestError};
 use crate::tensor::half::{bf16_bits, f16_bits};
 use crate::tensor::{DType, NamedTensors, Tensor};
@@ -125,28 +128,28 @@ impl Column {
         // Text too large for the dtype parses to infinity, not to an error: that is out of range.
         match dtype {
             DType::F32 => {
-                let v: f32 = text.parse().map_err(|_| out_of_range())?;
+                let v = parse_f32(text).ok_or_else(out_of_range)?;
                 if v.is_infinite() {
                     return Err(out_of_range());
                 }
                 data.extend_from_slice(&v.to_le_bytes());
             }
             DType::F64 => {
-                let v: f64 = text.parse().map_err(|_| out_of_range())?;
+                let v = parse_f64(text).ok_or_else(out_of_range)?;
                 if v.is_infinite() {
                     return Err(out_of_range());
                 }
                 data.extend_from_slice(&v.to_le_bytes());
             }
             DType::BF16 => {
-                let bits = bf16_bits(text.parse().map_err(|_| out_of_range())?);
+                let bits = bf16_bits(parse_f32(text).ok_or_else(out_of_range)?);
                 if bits & 0x7FFF == 0x7F80 {
                     return Err(out_of_range());
                 }
                 data.extend_from_slice(&bits.to_le_bytes());
             }
             DType::F16 => {
-                let bits = f16_bits(text.parse().map_err(|_| out_of_range())?);
+                let bits = f16_bits(parse_f64(text).ok_or_else(out_of_range)?);
                 if bits & 0x7FFF == 0x7C00 {
                     return Err(out_of_range());
                 }
@@ -490,6 +493,32 @@ pub(super) fn row_tensors(
         }
     }
     stacks.into_iter().map(|stack| stack.finish(rows)).collect()
+}
+
+/// The one input's tensor from a plain numeric payload, in either format (the payload's dims
+/// are the tensor's: for `"instances"`, dim 0 is the rows). `None` where the full reader
+/// must decide, which then answers exactly as it always has: the signature has other
+/// inputs, or an input numbers can't fill (strings, booleans), or the shape or a value is
+/// refused — those errors name the place, which the full reader's walk knows.
+pub(super) fn plain_tensors(text: &str, plain: &Plain, specs: &Specs) -> Option<NamedTensors> {
+    let (name, spec) = specs.iter().next().filter(|_| specs.len() == 1)?;
+    if matches!(spec.dtype, DType::Str | DType::Bool) {
+        return None;
+    }
+    let dims = dims_i64(&plain.dims);
+    check_shape(name, spec, &dims).ok()?;
+    let mut column = Column::new(spec.dtype, plain.numbers.len(), text.len());
+    let place = Place {
+        input: name,
+        instance: None,
+        named: false,
+        idx: Vec::new(),
+    };
+    for number in &plain.numbers {
+        let written = text.get(number.start as usize..number.end as usize)?;
+        column.push_number(written, number.int, &place).ok()?;
+    }
+    Some(vec![(name.clone(), column.finish(dims).ok()?)])
 }
 
 /// Columnar format: whole tensors, one per input, shaped by their nesting.

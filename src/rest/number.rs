@@ -1,0 +1,206 @@
+//! Decimal text to `f32` / `f64` for the short numbers JSON tensors are made of (`0.0`,
+//! `0.32156864`, `255`), exactly as `str::parse` rounds them but without its general
+//! machinery: the digits become an integer mantissa `m` and a power of ten `10^e`, and when
+//! both are exact in an `f64` (`m < 2^53`, `|e| <= 22`) one IEEE multiply or divide rounds
+//! `m · 10^e` correctly (Clinger's fast path). Anything else — more digits, a larger
+//! exponent, a result near an `f32` rounding boundary — returns `None` and the caller uses
+//! `str::parse`, so every result is bit for bit what `str::parse` gives.
+//!
+//! The text has already been checked as a JSON number by the reader.
+
+/// Powers of ten exact in an `f64`.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// `m · 10^e` correctly rounded to an `f64`, with the sign, when the fast path applies.
+fn exact_f64(text: &[u8]) -> Option<f64> {
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
+    };
+    let mut mantissa: u64 = 0;
+    let mut exponent: i64 = 0;
+    let mut at = 0;
+    // Integer part, then fraction: each digit is kept while the mantissa stays below 2^53.
+    let mut in_fraction = false;
+    while let Some(&b) = digits.get(at) {
+        match b {
+            b'0'..=b'9' => {
+                mantissa = mantissa * 10 + u64::from(b - b'0');
+                if mantissa >= 1 << 53 {
+                    return None;
+                }
+                exponent -= i64::from(in_fraction);
+            }
+            b'.' => in_fraction = true,
+            b'e' | b'E' => break,
+            _ => return None,
+        }
+        at += 1;
+    }
+    if let Some(rest) = digits.get(at + 1..) {
+        let (sign, rest) = match rest.split_first() {
+            Some((b'-', r)) => (-1, r),
+            Some((b'+', r)) => (1, r),
+            _ => (1, rest),
+        };
+        // More than four exponent digits can't be on the fast path anyway.
+        if rest.is_empty() || rest.len() > 4 {
+            return None;
+        }
+        let mut e: i64 = 0;
+        for &b in rest {
+            e = e * 10 + i64::from(b.wrapping_sub(b'0'));
+        }
+        exponent += sign * e;
+    }
+    let value = if mantissa == 0 {
+        0.0
+    } else {
+        let m = mantissa as f64; // exact: below 2^53
+        match exponent {
+            0..=22 => m * POW10[exponent as usize],
+            -22..=-1 => m / POW10[(-exponent) as usize],
+            _ => return None,
+        }
+    };
+    Some(if negative { -value } else { value })
+}
+
+/// The number as an `f64`, rounded once.
+pub(super) fn parse_f64(text: &str) -> Option<f64> {
+    exact_f64(text.as_bytes()).or_else(|| text.parse().ok())
+}
+
+/// The number as an `f32`, rounded once. The fast path's `f64` is the exact value rounded
+/// once; rounding it again to `f32` gives the `f32` nearest the exact value unless an `f32`
+/// rounding boundary (a midpoint between two `f32`s) lies within half an `f64` ulp of it,
+/// which the 29 bits an `f64` has below an `f32`'s last one tell. Those, and results outside
+/// the normal `f32` range, take `str::parse`.
+pub(super) fn parse_f32(text: &str) -> Option<f32> {
+    if let Some(wide) = exact_f64(text.as_bytes()) {
+        if wide == 0.0 {
+            return Some(wide as f32);
+        }
+        const BELOW_F32: u64 = (1 << 29) - 1;
+        const MIDPOINT: u64 = 1 << 28;
+        let magnitude = wide.abs();
+        let low = wide.to_bits() & BELOW_F32;
+        if (f64::from(f32::MIN_POSITIVE)..f64::from(f32::MAX)).contains(&magnitude)
+            && low.abs_diff(MIDPOINT) > 1
+        {
+            return Some(wide as f32);
+        }
+    }
+    text.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small xorshift generator, so the test is the same on every run.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    fn same_as_std(text: &str) {
+        let want32: f32 = text.parse().unwrap();
+        let got32 = parse_f32(text).unwrap();
+        assert_eq!(got32.to_bits(), want32.to_bits(), "f32 of {text}");
+        let want64: f64 = text.parse().unwrap();
+        let got64 = parse_f64(text).unwrap();
+        assert_eq!(got64.to_bits(), want64.to_bits(), "f64 of {text}");
+    }
+
+    /// Spellings with signs, zeros, fractions and exponents, and the values near rounding
+    /// boundaries and range ends, all as `str::parse` reads them.
+    #[test]
+    fn known_spellings() {
+        for text in [
+            "0",
+            "-0",
+            "0.0",
+            "-0.0",
+            "1",
+            "255",
+            "0.5",
+            "0.32156864",
+            "1e10",
+            "1E-5",
+            "2.5e+3",
+            "-17.125",
+            "123456789",
+            "9007199254740991",
+            "9007199254740993",
+            "1e22",
+            "1e23",
+            "1e-22",
+            "1e-23",
+            "3.4028235e38",
+            "3.4028236e38",
+            "1.1754944e-38",
+            "1e-45",
+            "1e-46",
+            "16777217",
+            "16777216.5",
+            "0.1",
+            "0.2",
+            "0.30000000000000004",
+            "1.00000006",
+            "1.0000000596046448",
+            "0.000000000000000000000000000001",
+            "100000000000000000000000",
+            "1e0400",
+            "4.9e-324",
+        ] {
+            let want32: f32 = text.parse().unwrap();
+            assert_eq!(
+                parse_f32(text).map(f32::to_bits),
+                Some(want32.to_bits()),
+                "{text}"
+            );
+            let want64: f64 = text.parse().unwrap();
+            assert_eq!(
+                parse_f64(text).map(f64::to_bits),
+                Some(want64.to_bits()),
+                "{text}"
+            );
+        }
+    }
+
+    /// Every `f32` printed the shortest way (as serde_json writes them), midpoints between two
+    /// `f32`s written out exactly and one digit off them, and random short decimals.
+    #[test]
+    fn random_numbers_round_as_std_does() {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        for _ in 0..20_000 {
+            let x = f32::from_bits(rng.next() as u32);
+            if x.is_finite() {
+                same_as_std(&format!("{x:?}"));
+                same_as_std(&format!("{x:e}"));
+            }
+            // The exact midpoint above x, and its neighbours in the last printed digit.
+            if x.is_finite() && x.is_normal() {
+                let mid = (f64::from(x) + f64::from(f32::from_bits(x.to_bits() + 1))) / 2.0;
+                let text = format!("{mid:e}");
+                same_as_std(&text);
+                same_as_std(&format!("{:.12e}", mid));
+            }
+            let digits = rng.next() % 10_000_000_000;
+            let scale = (rng.next() % 30) as i32 - 15;
+            same_as_std(&format!("{digits}e{scale}"));
+            same_as_std(&format!("-0.{digits:010}"));
+            same_as_std(&format!("{}", rng.next() % 100_000));
+        }
+    }
+}
