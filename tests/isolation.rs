@@ -29,19 +29,33 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// What the bad model's clients ask for, in turn.
 const BAD_BEHAVIOURS: [&str; 4] = ["loop", "grow", "trap", "post-huge-body"];
 
+/// The models' share of the cores in a test.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Cores {
+    /// `max_running_calls = 1`, a hard bound, so the test means the same on any machine.
+    One,
+    /// The default share: half the cores (one on a 2-core machine), which short calls may
+    /// run past while the model's calls stay short.
+    Default,
+}
+
 /// A good and a bad model on one fake backend; the connections spread over `workers` when
 /// given.
-async fn two_models_on(workers: Option<usize>) -> (FakeServer, TestGateway) {
+async fn two_models_on(workers: Option<usize>, cores: Cores) -> (FakeServer, TestGateway) {
     let backend = FakeBackend::new([identity()]).start().await.unwrap();
     let plugin = wasm("misbehave");
-    // Both models get one core and explicit slots, so the test means the same on any machine.
-    // The bad model's deadline leaves a memory bomb time to reach its cap (a 500) even on a
-    // machine busy with other work, where 100 ms was too little.
+    // Both models get explicit slots. The bad model's deadline leaves a memory bomb time to
+    // reach its cap (a 500) even on a machine busy with other work, where 100 ms was too
+    // little.
+    let running = match cores {
+        Cores::One => "max_running_calls = 1\n",
+        Cores::Default => "",
+    };
     let good = format!(
-        "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"{plugin}\"\n[limits]\nmax_concurrent_calls = 4\nmax_running_calls = 1\n",
+        "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"{plugin}\"\n[limits]\nmax_concurrent_calls = 4\n{running}",
     );
     let bad = format!(
-        "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"{plugin}\"\n[limits]\ntimeout_ms = 400\nmax_concurrent_calls = {BAD_SLOTS}\nmax_running_calls = 1\n",
+        "backend = \"tfs\"\nmodel = \"m\"\nplugin = \"{plugin}\"\n[limits]\ntimeout_ms = 400\nmax_concurrent_calls = {BAD_SLOTS}\n{running}",
     );
     let mut gw = gateway();
     if let Some(n) = workers {
@@ -202,7 +216,15 @@ impl Drop for Burner {
 /// model with nothing else in the gateway, beside one busy core (see [`Burner`]).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_misbehaving_model_leaves_a_good_one_alone() {
-    misbehaving_beside_good(None).await;
+    misbehaving_beside_good(None, Cores::One).await;
+}
+
+/// The same on the default share, whose short calls may run past it: the bad model's
+/// looping calls run long, which holds it to its share (a stretch per call in flight, once
+/// every 5 s, is all it gets past it), so the good model keeps the same bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misbehaving_model_leaves_a_good_one_alone_on_the_default_share() {
+    misbehaving_beside_good(None, Cores::Default).await;
 }
 
 /// The same with the connections on two per-core workers (`server.workers = 2`): still 0
@@ -213,14 +235,14 @@ async fn a_misbehaving_model_leaves_a_good_one_alone() {
 /// that held its worker through its whole deadline would make it ×40 or more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_misbehaving_model_leaves_a_good_one_alone_on_workers() {
-    misbehaving_beside_good(Some(2)).await;
+    misbehaving_beside_good(Some(2), Cores::One).await;
 }
 
-async fn misbehaving_beside_good(workers: Option<usize>) {
+async fn misbehaving_beside_good(workers: Option<usize>, cores: Cores) {
     // How far the good model's p99 may rise beside the bad one (see the tests above).
     let bound = if workers.is_some() { 8.0 } else { 2.0 };
     let _serial = SERIAL.lock().await;
-    let (_backend, gw) = two_models_on(workers).await;
+    let (_backend, gw) = two_models_on(workers, cores).await;
     let gw = Arc::new(gw);
     // Warm both models up (compiled code paged in, pool slots touched).
     let mut warm = Vec::new();
@@ -247,6 +269,15 @@ async fn misbehaving_beside_good(workers: Option<usize>) {
         }
     }
     bad.pause().await;
+    if cores == Cores::Default {
+        // Its looping calls ran long, so the bad model keeps to its share.
+        let table = gw.gateway.routes().snapshot();
+        let share = table.routes["bad"].pre.as_ref().unwrap().share();
+        assert!(
+            share.strict(),
+            "the looping model still bursts past its share"
+        );
+    }
     let seen = bad.finish().await;
     eprintln!("bad model's answers (behaviour, status) → count: {seen:?}");
     assert!(

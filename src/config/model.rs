@@ -159,8 +159,11 @@ pub struct LimitsConfig {
     /// `max_running_calls = 1` — this model's plugin calls that may *execute* at once: its
     /// share of the cores. A running plugin gives its core back at every epoch tick (5 ms) and
     /// queues for one again, so a plugin that loops takes at most this many cores, and the
-    /// model's other calls take turns with it. Default: half the machine's cores, rounded up
-    /// (raise it to the core count on a gateway that serves one model).
+    /// model's other calls take turns with it. Default: half the machine's cores, rounded up,
+    /// kept for calls that run long: while every stretch of the model's calls stays under
+    /// 2.5 ms, a call that finds the share taken runs anyway, and the first longer one holds
+    /// the model to the share for 5 s. Given explicitly, it is a hard bound (raise it to the
+    /// core count on a gateway that serves one model).
     pub max_running_calls: Option<u32>,
 }
 
@@ -203,6 +206,8 @@ impl LimitsConfig {
         ShareConfig {
             max_concurrent_calls: slots,
             max_running_calls: running.min(slots),
+            // A bound the operator wrote is kept to the letter.
+            burst: self.max_running_calls.is_none(),
         }
     }
 }
@@ -561,6 +566,14 @@ mod tests {
         assert_eq!(
             (given.max_concurrent_calls, given.max_running_calls),
             (3, 2)
+        );
+        assert!(
+            !given.burst,
+            "an explicit max_running_calls is a hard bound"
+        );
+        assert!(
+            limits(Some(3), None).share(1000).burst,
+            "the default share bursts"
         );
         let raised = limits(None, Some(16)).share(1000);
         assert_eq!(

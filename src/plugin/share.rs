@@ -11,6 +11,14 @@
 //!   runtime once per tick) and takes one again before it goes on, so a plugin that loops
 //!   until its deadline keeps at most this many cores busy, and the model's other calls take
 //!   turns with it tick by tick instead of waiting for it to time out.
+//!   On the default share (no `max_running_calls` given) the bound is kept for calls that
+//!   run long: while the model's calls each run in short stretches (under [`LONG_POLL`]), a
+//!   call that finds the model's cores taken runs anyway, on whichever runtime thread polls
+//!   it — short calls take turns with everything else on the threads like any other task, and
+//!   queueing them for a core only cost wake-ups. The first stretch that runs long (a loop,
+//!   a slow native op) makes the model keep strictly to its share for [`STRICT_FOR`], so a
+//!   misbehaving model goes past it by at most one stretch per call in flight, once per
+//!   [`STRICT_FOR`]. An explicit `max_running_calls` is always a hard bound.
 //!
 //! - **warm instances** (opt-in, `[reuse] max_calls` in model.toml): an instance whose call
 //!   returned normally goes back to the model's idle list, still holding its slot, and serves
@@ -30,15 +38,23 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::sandbox::Sandbox;
 use super::types::CallError;
+
+/// A stretch of a call (one poll: guest code between two epoch ticks, or a native op) that
+/// keeps its thread on a core at least this long is a long call. Half the epoch tick: a
+/// looping plugin's stretches last a tick, a well-behaved call's whole run a fraction of this.
+pub const LONG_POLL: Duration = Duration::from_micros(2_500);
+
+/// How long a model keeps strictly to its share of the cores after a long call.
+pub const STRICT_FOR: Duration = Duration::from_secs(1);
 
 /// How many plugin calls of one model may hold an instance, and execute, at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +63,9 @@ pub struct ShareConfig {
     pub max_concurrent_calls: u32,
     /// `limits.max_running_calls`; at most `max_concurrent_calls`.
     pub max_running_calls: u32,
+    /// Whether short calls may run past `max_running_calls` while the model's calls stay
+    /// short (the default share; an explicit `max_running_calls` is a hard bound).
+    pub burst: bool,
 }
 
 impl ShareConfig {
@@ -63,6 +82,7 @@ impl ShareConfig {
         ShareConfig {
             max_concurrent_calls: slots,
             max_running_calls: running.min(slots),
+            burst: true,
         }
     }
 
@@ -89,6 +109,9 @@ struct Inner {
     config: ShareConfig,
     slots: Arc<Semaphore>,
     cores: Arc<Semaphore>,
+    /// Until when (nanoseconds past [`BASE`]) the model keeps strictly to its cores, since a
+    /// call of it ran long; 0: never did.
+    strict_until: AtomicU64,
     /// Calls waiting for one of the slots now.
     waiting: AtomicUsize,
     /// `[reuse] max_calls`: calls one instance may serve; `None`, a fresh instance per call.
@@ -247,6 +270,7 @@ impl Share {
                 config,
                 slots: Arc::new(Semaphore::new(slots as usize)),
                 cores: Arc::new(Semaphore::new(running as usize)),
+                strict_until: AtomicU64::new(0),
                 waiting: AtomicUsize::new(0),
                 reuse: None,
                 idle: Mutex::default(),
@@ -454,12 +478,71 @@ impl Share {
     }
 
     /// Runs `call`, holding one of the model's cores only while it is being polled, i.e.
-    /// while its guest code runs (between two epoch ticks at most).
+    /// while its guest code runs (between two epoch ticks at most) — or, on a bursting share
+    /// whose calls stay short, running without one when they are all taken.
     pub(super) fn on_cores<F: Future>(&self, call: F) -> OnCores<F> {
         OnCores {
-            cores: self.inner.as_ref().map(|i| i.cores.clone()),
+            inner: self.inner.clone(),
             waiting: None,
             call: Box::pin(call),
+        }
+    }
+
+    /// Whether the model keeps strictly to its cores now: its share doesn't burst, or a call
+    /// of it ran long within [`STRICT_FOR`].
+    pub fn strict(&self) -> bool {
+        self.inner
+            .as_ref()
+            .is_some_and(|i| !i.may_burst(Instant::now()))
+    }
+}
+
+/// The clock `strict_until` counts from.
+static BASE: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+fn nanos_since_base(at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(*BASE).as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// When a stretch of a call began: by the wall clock, and by its thread's CPU clock, so that
+/// time the thread spent preempted (routine on a machine with more runnable threads than
+/// cores) doesn't make a short call look long. Where the CPU clock can't be read, the wall
+/// clock decides.
+struct Stretch {
+    wall: Instant,
+    cpu: Option<cpu_time::ThreadTime>,
+}
+
+impl Stretch {
+    fn start() -> Stretch {
+        Stretch {
+            wall: Instant::now(),
+            cpu: cpu_time::ThreadTime::try_now().ok(),
+        }
+    }
+
+    fn ran_long(&self) -> bool {
+        let ran = match self.cpu.as_ref().map(cpu_time::ThreadTime::try_elapsed) {
+            Some(Ok(cpu)) => cpu,
+            _ => self.wall.elapsed(),
+        };
+        ran >= LONG_POLL
+    }
+}
+
+impl Inner {
+    /// Whether a call finding the cores taken may run anyway, at `now`.
+    fn may_burst(&self, now: Instant) -> bool {
+        self.config.burst && nanos_since_base(now) >= self.strict_until.load(Ordering::Relaxed)
+    }
+
+    /// A stretch has just ended: if it ran long, the model keeps to its cores for the next
+    /// [`STRICT_FOR`].
+    fn stretch_ended(&self, stretch: &Stretch) {
+        if stretch.ran_long() {
+            let now = nanos_since_base(Instant::now());
+            let until = now.saturating_add(STRICT_FOR.as_nanos() as u64);
+            self.strict_until.fetch_max(until, Ordering::Relaxed);
         }
     }
 }
@@ -493,9 +576,9 @@ async fn acquire(semaphore: &Arc<Semaphore>) -> OwnedSemaphorePermit {
 type Acquire = Pin<Box<dyn Future<Output = OwnedSemaphorePermit> + Send>>;
 
 /// A future run on the model's cores: each poll first takes a core (waiting in line behind
-/// the model's other calls), polls the call, and gives the core back.
+/// the model's other calls, unless the share bursts), polls the call, and gives the core back.
 pub(super) struct OnCores<F> {
-    cores: Option<Arc<Semaphore>>,
+    inner: Option<Arc<Inner>>,
     /// The place in line while waiting for a core.
     waiting: Option<Acquire>,
     call: Pin<Box<F>>,
@@ -506,26 +589,29 @@ impl<F: Future> Future for OnCores<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.get_mut();
-        let Some(cores) = &this.cores else {
+        let Some(inner) = &this.inner else {
             return this.call.as_mut().poll(cx);
         };
+        // Only a bursting share times its stretches.
+        let stretch = inner.config.burst.then(Stretch::start);
         let permit = match this.waiting.as_mut() {
             Some(waiting) => match waiting.as_mut().poll(cx) {
                 Poll::Ready(permit) => {
                     this.waiting = None;
-                    permit
+                    Some(permit)
                 }
                 Poll::Pending => return Poll::Pending,
             },
             // Fails while others wait: a freed core goes to the first in line, not to
             // whoever asks next.
-            None => match cores.clone().try_acquire_owned() {
-                Ok(permit) => permit,
+            None => match inner.cores.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) if stretch.as_ref().is_some_and(|s| inner.may_burst(s.wall)) => None,
                 Err(_) => {
-                    let cores = cores.clone();
+                    let cores = inner.cores.clone();
                     let mut waiting: Acquire = Box::pin(async move { acquire(&cores).await });
                     match waiting.as_mut().poll(cx) {
-                        Poll::Ready(permit) => permit,
+                        Poll::Ready(permit) => Some(permit),
                         Poll::Pending => {
                             this.waiting = Some(waiting);
                             return Poll::Pending;
@@ -535,6 +621,9 @@ impl<F: Future> Future for OnCores<F> {
             },
         };
         let polled = this.call.as_mut().poll(cx);
+        if let Some(stretch) = &stretch {
+            inner.stretch_ended(stretch);
+        }
         drop(permit);
         polled
     }
@@ -561,7 +650,73 @@ mod tests {
         ShareConfig {
             max_concurrent_calls: slots,
             max_running_calls: running,
+            burst: true,
         }
+    }
+
+    fn poll_once<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
+        Pin::new(future).poll(&mut Context::from_waker(std::task::Waker::noop()))
+    }
+
+    /// Takes one of the model's cores, as a call running elsewhere would.
+    fn hold_a_core(share: &Share) -> OwnedSemaphorePermit {
+        let inner = share.inner.as_ref().unwrap();
+        inner.cores.clone().try_acquire_owned().unwrap()
+    }
+
+    /// A short call that finds the model's only core taken runs anyway on the default share,
+    /// and waits its turn on an explicit one.
+    #[test]
+    fn short_calls_run_past_a_default_share_but_not_an_explicit_one() {
+        let bursting = Share::new(config(4, 1));
+        let held = hold_a_core(&bursting);
+        let mut call = bursting.on_cores(async { 7 });
+        assert_eq!(poll_once(&mut call), Poll::Ready(7));
+        assert!(!bursting.strict());
+        drop(held);
+
+        let explicit = Share::new(ShareConfig {
+            burst: false,
+            ..config(4, 1)
+        });
+        assert!(explicit.strict());
+        let held = hold_a_core(&explicit);
+        let mut call = explicit.on_cores(async { 7 });
+        assert!(poll_once(&mut call).is_pending(), "waits for the core");
+        drop(held);
+        assert_eq!(poll_once(&mut call), Poll::Ready(7), "runs once it is free");
+    }
+
+    /// One stretch of a call running long on its core (a loop between two epoch ticks, a
+    /// slow native op) holds the model to its share: the next call finding the core taken
+    /// waits. A stretch whose thread sleeps (or is preempted) as long does not.
+    #[test]
+    fn a_long_stretch_holds_the_model_to_its_share() {
+        let share = Share::new(config(4, 1));
+        let mut asleep = share.on_cores(async {
+            std::thread::sleep(2 * LONG_POLL);
+        });
+        assert!(poll_once(&mut asleep).is_ready());
+        assert!(!share.strict(), "time off the core is not a long call");
+
+        let mut long = share.on_cores(async {
+            let spin = cpu_time::ThreadTime::now();
+            while spin.elapsed() < 2 * LONG_POLL {
+                std::hint::spin_loop();
+            }
+        });
+        assert!(poll_once(&mut long).is_ready());
+        assert!(
+            share.strict(),
+            "strict for {STRICT_FOR:?} after a long stretch"
+        );
+        let held = hold_a_core(&share);
+        let mut next = share.on_cores(async { 1 });
+        assert!(poll_once(&mut next).is_pending(), "waits for the core");
+        drop(held);
+        assert_eq!(poll_once(&mut next), Poll::Ready(1));
+        // Another model's share is its own.
+        assert!(!Share::new(config(4, 1)).strict());
     }
 
     /// With its slots taken, a call waits; once one frees up within the wait it goes on, and
@@ -634,12 +789,15 @@ mod tests {
         ));
     }
 
-    /// While one call of a one-core share is being polled (its guest running), another call
-    /// of the model does not run; with two cores it does.
+    /// While one call of an explicit one-core share is being polled (its guest running),
+    /// another call of the model does not run; with two cores it does.
     #[tokio::test]
     async fn a_models_calls_run_on_its_cores_only() {
         for (cores, runs_alongside) in [(1, false), (2, true)] {
-            let share = Share::new(config(2, cores));
+            let share = Share::new(ShareConfig {
+                burst: false,
+                ..config(2, cores)
+            });
             let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let flag = ran.clone();
             let mut other = Box::pin(share.on_cores(async move {
