@@ -221,7 +221,7 @@ async fn a_misbehaving_model_leaves_a_good_one_alone() {
 
 /// The same on the default share, whose short calls may run past it: the bad model's
 /// looping calls run long, which holds it to its share (a stretch per call in flight, once
-/// every 5 s, is all it gets past it), so the good model keeps the same bound.
+/// every second, is all it gets past it), so the good model keeps the same bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_misbehaving_model_leaves_a_good_one_alone_on_the_default_share() {
     misbehaving_beside_good(None, Cores::Default).await;

@@ -162,7 +162,7 @@ pub struct LimitsConfig {
     /// model's other calls take turns with it. Default: half the machine's cores, rounded up,
     /// kept for calls that run long: while every stretch of the model's calls stays under
     /// 2.5 ms, a call that finds the share taken runs anyway, and the first longer one holds
-    /// the model to the share for 5 s. Given explicitly, it is a hard bound (raise it to the
+    /// the model to the share for 1 s. Given explicitly, it is a hard bound (raise it to the
     /// core count on a gateway that serves one model).
     pub max_running_calls: Option<u32>,
 }
