@@ -9,7 +9,8 @@
 //!   also an rlib, a dev-dependency of the gateway), called directly;
 //! - tensor encode/decode: a `[64, 28, 28, 1]` f32 batch into a serialized `PredictRequest`,
 //!   and a `[64, 10]` `PredictResponse` (typed `float_val`, as TF Serving answers) back out;
-//! - REST JSON: parsing and typing a 1 MiB `{"instances": …}` body.
+//! - REST JSON: parsing and typing a 1 MiB `{"instances": …}` body, by the one-pass reader
+//!   and by the full reader alone.
 //!
 //! ```sh
 //! cargo bench --bench micro             # full counts
@@ -30,7 +31,7 @@ use infergate::proto::tensorflow::serving::{ModelSpec, PredictRequest, PredictRe
 use infergate::proto::tensorflow::{
     DataType, TensorProto, TensorShapeProto, tensor_shape_proto::Dim,
 };
-use infergate::rest::{InputSpec, parse_predict_body};
+use infergate::rest::{InputSpec, parse_predict_body, parse_predict_body_full};
 use infergate::tensor::{DType, Tensor};
 use prost::Message;
 
@@ -258,6 +259,17 @@ fn main() -> anyhow::Result<()> {
         Some(body.len()),
         || {
             let tensors = parse_predict_body(&body)?.into_tensors(&specs)?;
+            std::hint::black_box(tensors);
+            Ok(())
+        },
+    ));
+    // The same body through the full reader alone: what the one-pass reader saves.
+    cases.push(Case::new(
+        "parse 1 MiB {\"instances\": …} → f32 tensor, full reader",
+        n(200),
+        Some(body.len()),
+        || {
+            let tensors = parse_predict_body_full(&body)?.into_tensors(&specs)?;
             std::hint::black_box(tensors);
             Ok(())
         },

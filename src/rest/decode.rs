@@ -515,8 +515,20 @@ pub(super) fn plain_tensors(text: &str, plain: &Plain, specs: &Specs) -> Option<
         idx: Vec::new(),
     };
     for number in &plain.numbers {
-        let written = text.get(number.start as usize..number.end as usize)?;
-        column.push_number(written, number.int, &place).ok()?;
+        // Floats take the digits the reader already read; the rest convert from the text.
+        let converted = match (spec.dtype, number.decimal) {
+            (DType::F32, Some(decimal)) => decimal.to_f32().map(|v| {
+                column.data.extend_from_slice(&v.to_le_bytes());
+            }),
+            (DType::F64, Some(decimal)) => decimal.to_f64().map(|v| {
+                column.data.extend_from_slice(&v.to_le_bytes());
+            }),
+            _ => None,
+        };
+        if converted.is_none() {
+            let written = text.get(number.start as usize..number.end as usize)?;
+            column.push_number(written, number.int, &place).ok()?;
+        }
     }
     Some(vec![(name.clone(), column.finish(dims).ok()?)])
 }

@@ -6,7 +6,9 @@
 //! exponent, a result near an `f32` rounding boundary — returns `None` and the caller uses
 //! `str::parse`, so every result is bit for bit what `str::parse` gives.
 //!
-//! The text has already been checked as a JSON number by the reader.
+//! The text has already been checked as a JSON number by the reader. The one-pass reader
+//! ([`super::plain`]) builds the [`Decimal`] as it scans the digits, so typing doesn't read
+//! them again.
 
 /// Powers of ten exact in an `f64`.
 const POW10: [f64; 23] = [
@@ -14,87 +16,127 @@ const POW10: [f64; 23] = [
     1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
 ];
 
-/// `m · 10^e` correctly rounded to an `f64`, with the sign, when the fast path applies.
-fn exact_f64(text: &[u8]) -> Option<f64> {
-    let (negative, digits) = match text.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, text),
-    };
-    let mut mantissa: u64 = 0;
-    let mut exponent: i64 = 0;
-    let mut at = 0;
-    // Integer part, then fraction: each digit is kept while the mantissa stays below 2^53.
-    let mut in_fraction = false;
-    while let Some(&b) = digits.get(at) {
-        match b {
-            b'0'..=b'9' => {
-                mantissa = mantissa * 10 + u64::from(b - b'0');
-                if mantissa >= 1 << 53 {
-                    return None;
-                }
-                exponent -= i64::from(in_fraction);
-            }
-            b'.' => in_fraction = true,
-            b'e' | b'E' => break,
-            _ => return None,
-        }
-        at += 1;
+/// A decimal as `±mantissa · 10^exponent` with a mantissa below 2^53 (exact in an `f64`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Decimal {
+    mantissa: u64,
+    exponent: i32,
+    negative: bool,
+}
+
+/// A mantissa this large or larger is not exact in an `f64`.
+const MANTISSA_LIMIT: u64 = 1 << 53;
+
+impl Decimal {
+    /// The decimal a reader saw: its digits as one integer (`None` if that reached 2^53),
+    /// how many of them came after the point, and the written exponent.
+    pub(super) fn new(
+        mantissa: Option<u64>,
+        fraction_digits: i32,
+        exponent: i32,
+        negative: bool,
+    ) -> Option<Decimal> {
+        Some(Decimal {
+            mantissa: mantissa.filter(|&m| m < MANTISSA_LIMIT)?,
+            exponent: exponent.saturating_sub(fraction_digits),
+            negative,
+        })
     }
-    if let Some(rest) = digits.get(at + 1..) {
-        let (sign, rest) = match rest.split_first() {
-            Some((b'-', r)) => (-1, r),
-            Some((b'+', r)) => (1, r),
-            _ => (1, rest),
+
+    /// One more digit of the mantissa; `None` once it would reach 2^53.
+    pub(super) fn push_digit(mantissa: Option<u64>, digit: u8) -> Option<u64> {
+        let m = mantissa? * 10 + u64::from(digit);
+        (m < MANTISSA_LIMIT).then_some(m)
+    }
+
+    /// Reads checked JSON number text.
+    pub(super) fn parse(text: &[u8]) -> Option<Decimal> {
+        let (negative, digits) = match text.split_first() {
+            Some((b'-', rest)) => (true, rest),
+            _ => (false, text),
         };
-        // More than four exponent digits can't be on the fast path anyway.
-        if rest.is_empty() || rest.len() > 4 {
-            return None;
+        let mut mantissa = Some(0);
+        let (mut fraction_digits, mut in_fraction) = (0i32, false);
+        let mut at = 0;
+        while let Some(&b) = digits.get(at) {
+            match b {
+                b'0'..=b'9' => {
+                    mantissa = Self::push_digit(mantissa, b - b'0');
+                    mantissa?;
+                    fraction_digits += i32::from(in_fraction);
+                }
+                b'.' => in_fraction = true,
+                b'e' | b'E' => break,
+                _ => return None,
+            }
+            at += 1;
         }
-        let mut e: i64 = 0;
-        for &b in rest {
-            e = e * 10 + i64::from(b.wrapping_sub(b'0'));
+        let mut exponent = 0i32;
+        if let Some(rest) = digits.get(at + 1..) {
+            let (sign, rest) = match rest.split_first() {
+                Some((b'-', r)) => (-1, r),
+                Some((b'+', r)) => (1, r),
+                _ => (1, rest),
+            };
+            if rest.is_empty() {
+                return None;
+            }
+            let mut written = Some(0);
+            for &b in rest {
+                written = Self::push_digit(written, b.wrapping_sub(b'0'));
+            }
+            exponent = sign * i32::try_from(written?).ok()?;
         }
-        exponent += sign * e;
+        Decimal::new(mantissa, fraction_digits, exponent, negative)
     }
-    let value = if mantissa == 0 {
-        0.0
-    } else {
-        let m = mantissa as f64; // exact: below 2^53
-        match exponent {
-            0..=22 => m * POW10[exponent as usize],
-            -22..=-1 => m / POW10[(-exponent) as usize],
-            _ => return None,
-        }
-    };
-    Some(if negative { -value } else { value })
-}
 
-/// The number as an `f64`, rounded once.
-pub(super) fn parse_f64(text: &str) -> Option<f64> {
-    exact_f64(text.as_bytes()).or_else(|| text.parse().ok())
-}
+    /// `±mantissa · 10^exponent` correctly rounded to an `f64`: both factors are exact, so
+    /// one multiply or divide rounds once. `None` past `10^±22`.
+    pub(super) fn to_f64(self) -> Option<f64> {
+        let value = if self.mantissa == 0 {
+            0.0
+        } else {
+            let m = self.mantissa as f64; // exact: below 2^53
+            match self.exponent {
+                0..=22 => m * POW10[self.exponent as usize],
+                -22..=-1 => m / POW10[self.exponent.unsigned_abs() as usize],
+                _ => return None,
+            }
+        };
+        Some(if self.negative { -value } else { value })
+    }
 
-/// The number as an `f32`, rounded once. The fast path's `f64` is the exact value rounded
-/// once; rounding it again to `f32` gives the `f32` nearest the exact value unless an `f32`
-/// rounding boundary (a midpoint between two `f32`s) lies within half an `f64` ulp of it,
-/// which the 29 bits an `f64` has below an `f32`'s last one tell. Those, and results outside
-/// the normal `f32` range, take `str::parse`.
-pub(super) fn parse_f32(text: &str) -> Option<f32> {
-    if let Some(wide) = exact_f64(text.as_bytes()) {
+    /// The value correctly rounded to an `f32`. The `f64` is the exact value rounded once;
+    /// rounding it again to `f32` gives the `f32` nearest the exact value unless an `f32`
+    /// rounding boundary (a midpoint between two `f32`s) lies within half an `f64` ulp of
+    /// it, which the 29 bits an `f64` has below an `f32`'s last one tell. Those, and
+    /// results outside the normal `f32` range, are `None`.
+    pub(super) fn to_f32(self) -> Option<f32> {
+        let wide = self.to_f64()?;
         if wide == 0.0 {
             return Some(wide as f32);
         }
         const BELOW_F32: u64 = (1 << 29) - 1;
         const MIDPOINT: u64 = 1 << 28;
-        let magnitude = wide.abs();
         let low = wide.to_bits() & BELOW_F32;
-        if (f64::from(f32::MIN_POSITIVE)..f64::from(f32::MAX)).contains(&magnitude)
-            && low.abs_diff(MIDPOINT) > 1
-        {
-            return Some(wide as f32);
-        }
+        ((f64::from(f32::MIN_POSITIVE)..f64::from(f32::MAX)).contains(&wide.abs())
+            && low.abs_diff(MIDPOINT) > 1)
+            .then_some(wide as f32)
     }
-    text.parse().ok()
+}
+
+/// The number as an `f64`, rounded once.
+pub(super) fn parse_f64(text: &str) -> Option<f64> {
+    Decimal::parse(text.as_bytes())
+        .and_then(Decimal::to_f64)
+        .or_else(|| text.parse().ok())
+}
+
+/// The number as an `f32`, rounded once.
+pub(super) fn parse_f32(text: &str) -> Option<f32> {
+    Decimal::parse(text.as_bytes())
+        .and_then(Decimal::to_f32)
+        .or_else(|| text.parse().ok())
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 //! differential tests in `rest.rs` hold the two to the same results.
 
 use super::Format;
+use super::number::Decimal;
 
 /// Lists nested deeper than this go to the full reader (which allows 128).
 const MAX_DEPTH: usize = 32;
@@ -27,13 +28,16 @@ pub(super) struct Plain {
     pub(super) numbers: Vec<Number>,
 }
 
-/// One number's place in the body: `start..end`, and whether it is written as a whole
-/// number (no fraction, no exponent), which integer dtypes require.
+/// One number's place in the body: `start..end`, whether it is written as a whole number
+/// (no fraction, no exponent), which integer dtypes require, and its digits as a
+/// [`Decimal`] when they fit one (read on the way, so a float converts without reading the
+/// text again).
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Number {
     pub(super) start: u32,
     pub(super) end: u32,
     pub(super) int: bool,
+    pub(super) decimal: Option<Decimal>,
 }
 
 /// Reads `body` if it is a plain numeric predict body (see the module docs); `None` for
@@ -123,49 +127,68 @@ impl<'a> Scan<'a> {
     /// exponent), up to the byte after it.
     fn number(&mut self) -> Option<Number> {
         let start = self.pos;
-        if self.peek() == Some(b'-') {
-            self.pos += 1;
-        }
-        match self.next()? {
-            b'0' => {}
-            b'1'..=b'9' => self.digits(),
+        let negative = self.peek() == Some(b'-');
+        self.pos += usize::from(negative);
+        let mut mantissa = Some(0);
+        match self.peek()? {
+            b'0' => self.pos += 1,
+            b'1'..=b'9' => {
+                self.digits(&mut mantissa);
+            }
             _ => return None,
         }
-        let mut int = true;
+        let (mut int, mut fraction_digits, mut exponent) = (true, 0, Some(0));
         if self.peek() == Some(b'.') {
             self.pos += 1;
             int = false;
-            self.some_digits()?;
+            fraction_digits = self.some_digits(&mut mantissa)?;
         }
         if matches!(self.peek(), Some(b'e' | b'E')) {
             self.pos += 1;
             int = false;
-            if matches!(self.peek(), Some(b'+' | b'-')) {
-                self.pos += 1;
-            }
-            self.some_digits()?;
+            let sign = match self.peek() {
+                Some(b'-') => -1,
+                Some(b'+') => 1,
+                _ => 0,
+            };
+            self.pos += usize::from(sign != 0);
+            let mut written = Some(0);
+            self.some_digits(&mut written)?;
+            exponent = written
+                .and_then(|e| i32::try_from(e).ok())
+                .map(|e| if sign < 0 { -e } else { e });
         }
         // A digit right after a lone `0` is a leading zero, which the full reader refuses.
         if self.peek().is_some_and(|b| b.is_ascii_digit()) {
             return None;
         }
+        let decimal = exponent.and_then(|exponent| {
+            let fraction_digits = i32::try_from(fraction_digits).ok()?;
+            Decimal::new(mantissa, fraction_digits, exponent, negative)
+        });
         Some(Number {
             start: start as u32,
             end: self.pos as u32,
             int,
+            decimal,
         })
     }
 
-    fn digits(&mut self) {
-        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+    /// Skips ASCII digits, adding them to `value` (`None` once it outgrows a [`Decimal`]);
+    /// how many there were.
+    fn digits(&mut self, value: &mut Option<u64>) -> usize {
+        let from = self.pos;
+        while let Some(b) = self.peek().filter(u8::is_ascii_digit) {
+            *value = Decimal::push_digit(*value, b - b'0');
             self.pos += 1;
         }
+        self.pos - from
     }
 
-    fn some_digits(&mut self) -> Option<()> {
-        let from = self.pos;
-        self.digits();
-        (self.pos > from).then_some(())
+    /// [`Scan::digits`], at least one.
+    fn some_digits(&mut self, value: &mut Option<u64>) -> Option<usize> {
+        let n = self.digits(value);
+        (n > 0).then_some(n)
     }
 
     /// A non-empty, rectangular nesting of lists whose leaves are all numbers at the same
@@ -257,6 +280,56 @@ mod tests {
         let text = br#"{"instances": [-12.5e-1]}"#;
         let n = read(text).unwrap().numbers[0];
         assert_eq!(&text[n.start as usize..n.end as usize], b"-12.5e-1");
+        assert_eq!(n.decimal, Decimal::new(Some(125), 1, -1, true));
+        assert_eq!(n.decimal.and_then(Decimal::to_f64), Some(-1.25));
+        // Digits past what a Decimal holds are still read; the text then decides.
+        let long = read(br#"{"inputs": [123456789012345678901234567890]}"#).unwrap();
+        assert_eq!(long.numbers[0].decimal, None);
+    }
+
+    /// The digits the scan reads on the way are the number's digits: the same [`Decimal`]
+    /// as reading the number's text on its own, for spellings of every part and random ones.
+    #[test]
+    fn the_scan_reads_each_number_as_its_text_reads() {
+        let mut texts: Vec<String> = [
+            "0",
+            "-0",
+            "0.0",
+            "7",
+            "-7.25e+1",
+            "1E5",
+            "2e-2",
+            "0.32156864",
+            "9007199254740991",
+            "9007199254740992",
+            "1e99999",
+            "1.5e0003",
+            "0.000001",
+            "123456789.123456789",
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..2_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let v = f32::from_bits(x as u32);
+            if v.is_finite() {
+                texts.push(format!("{v:?}"));
+                texts.push(format!("{v:e}"));
+            }
+            texts.push(format!("{}", x % 100_000_000_000_000_000));
+        }
+        for text in texts {
+            let body = format!(r#"{{"inputs": [{text}]}}"#);
+            let plain = read(body.as_bytes()).unwrap_or_else(|| panic!("{text}"));
+            assert_eq!(
+                plain.numbers[0].decimal,
+                Decimal::parse(text.as_bytes()),
+                "{text}"
+            );
+        }
     }
 
     /// Everything else goes to the full reader, which reads it or says what is wrong.
