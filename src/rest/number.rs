@@ -236,7 +236,7 @@ mod tests {
                 let mid = (f64::from(x) + f64::from(f32::from_bits(x.to_bits() + 1))) / 2.0;
                 let text = format!("{mid:e}");
                 same_as_std(&text);
-                same_as_std(&format!("{:.12e}", mid));
+                same_as_std(&format!("{mid:.12e}"));
             }
             let digits = rng.next() % 10_000_000_000;
             let scale = (rng.next() % 30) as i32 - 15;
