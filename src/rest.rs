@@ -872,23 +872,6 @@ mod tests {
         );
     }
 
-    const DTYPES: [DType; 14] = [
-        DType::F16,
-        DType::BF16,
-        DType::F32,
-        DType::F64,
-        DType::I8,
-        DType::I16,
-        DType::I32,
-        DType::I64,
-        DType::U8,
-        DType::U16,
-        DType::U32,
-        DType::U64,
-        DType::Bool,
-        DType::Str,
-    ];
-
     /// Decodes `body` for `inputs` both ways — [`parse_predict_body`] (the one-pass reader
     /// where it applies) and the full reader alone — and panics unless both give the same
     /// tensors, signature name and format, or the same error. True when the one-pass reader
@@ -1005,7 +988,7 @@ mod tests {
                 1 => format!("{{\"{key}\":{lists},\n\"signature_name\":\"s\"}}\n"),
                 _ => format!(r#"{{"{key}": {lists}}}"#),
             };
-            let dtype = DTYPES[rng.next(DTYPES.len())];
+            let dtype = DType::ALL[rng.next(DType::ALL.len())];
             let dims: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
             let shape: Option<Vec<i64>> = match rng.next(4) {
                 0 => None,
@@ -1037,7 +1020,7 @@ mod tests {
     fn every_layout_decodes_the_same_both_ways() {
         let mut rng = Rng(0x2545_F491_4F6C_DD1D);
         for _ in 0..3_000 {
-            let dtype = DTYPES[rng.next(DTYPES.len())];
+            let dtype = DType::ALL[rng.next(DType::ALL.len())];
             let inputs = if rng.next(2) == 0 {
                 sig(&[("x", spec(dtype, None))])
             } else {

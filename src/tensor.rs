@@ -29,6 +29,25 @@ pub enum DType {
 }
 
 impl DType {
+    /// Every dtype, in declaration order (the fuzz targets pick one by index, so their seeds
+    /// depend on this order).
+    pub const ALL: [DType; 14] = [
+        DType::F16,
+        DType::BF16,
+        DType::F32,
+        DType::F64,
+        DType::I8,
+        DType::I16,
+        DType::I32,
+        DType::I64,
+        DType::U8,
+        DType::U16,
+        DType::U32,
+        DType::U64,
+        DType::Bool,
+        DType::Str,
+    ];
+
     /// Bytes per element in `data`; `None` for strings, which live in `strings`.
     pub fn size(self) -> Option<usize> {
         use DType::*;

@@ -13,24 +13,6 @@ use infergate::config::{GatewayConfig, ModelConfig};
 use infergate::rest::{self, InputSpec};
 use infergate::tensor::DType;
 
-/// Every dtype, so one input byte can pick one.
-pub const DTYPES: [DType; 14] = [
-    DType::F16,
-    DType::BF16,
-    DType::F32,
-    DType::F64,
-    DType::I8,
-    DType::I16,
-    DType::I32,
-    DType::I64,
-    DType::U8,
-    DType::U16,
-    DType::U32,
-    DType::U64,
-    DType::Bool,
-    DType::Str,
-];
-
 /// The REST JSON reader and tensor decoding. The reader must agree with serde_json on every
 /// document both accept (the same value), and may accept more only through its documented
 /// extensions (`NaN`, `Infinity`, a byte-order mark) and its nesting limit (128 levels;
@@ -42,10 +24,18 @@ pub fn rest_json(data: &[u8]) {
     json_differential(data);
     let pick = data.len();
     let specs = [
-        vec![("x", DTYPES[pick % DTYPES.len()], None)],
+        vec![("x", DType::ALL[pick % DType::ALL.len()], None)],
         vec![
-            ("a", DTYPES[(pick / 3) % DTYPES.len()], Some(vec![-1, 2])),
-            ("b", DTYPES[(pick / 7) % DTYPES.len()], Some(vec![-1])),
+            (
+                "a",
+                DType::ALL[(pick / 3) % DType::ALL.len()],
+                Some(vec![-1, 2]),
+            ),
+            (
+                "b",
+                DType::ALL[(pick / 7) % DType::ALL.len()],
+                Some(vec![-1]),
+            ),
         ],
     ];
     for spec in specs {
@@ -195,7 +185,7 @@ pub fn plugin_output(data: &[u8]) {
     let mut inputs = Vec::new();
     for _ in 0..count {
         let name = r.string();
-        let dtype = DTYPES[r.byte() as usize % DTYPES.len()];
+        let dtype = DType::ALL[r.byte() as usize % DType::ALL.len()];
         let rank = r.byte() % 5;
         let shape = (0..rank).map(|_| r.dim()).collect();
         let data = r.bytes().to_vec();
