@@ -491,9 +491,7 @@ impl Share {
     /// Whether the model keeps strictly to its cores now: its share doesn't burst, or a call
     /// of it ran long within [`STRICT_FOR`].
     pub fn strict(&self) -> bool {
-        self.inner
-            .as_ref()
-            .is_some_and(|i| !i.may_burst(Instant::now()))
+        self.inner.as_ref().is_some_and(|i| !i.may_burst())
     }
 }
 
@@ -531,9 +529,10 @@ impl Stretch {
 }
 
 impl Inner {
-    /// Whether a call finding the cores taken may run anyway, at `now`.
-    fn may_burst(&self, now: Instant) -> bool {
-        self.config.burst && nanos_since_base(now) >= self.strict_until.load(Ordering::Relaxed)
+    /// Whether a call finding the cores taken may run anyway now.
+    fn may_burst(&self) -> bool {
+        self.config.burst
+            && nanos_since_base(Instant::now()) >= self.strict_until.load(Ordering::Relaxed)
     }
 
     /// A stretch has just ended: if it ran long, the model keeps to its cores for the next
@@ -592,8 +591,6 @@ impl<F: Future> Future for OnCores<F> {
         let Some(inner) = &this.inner else {
             return this.call.as_mut().poll(cx);
         };
-        // Only a bursting share times its stretches.
-        let stretch = inner.config.burst.then(Stretch::start);
         let permit = match this.waiting.as_mut() {
             Some(waiting) => match waiting.as_mut().poll(cx) {
                 Poll::Ready(permit) => {
@@ -606,7 +603,7 @@ impl<F: Future> Future for OnCores<F> {
             // whoever asks next.
             None => match inner.cores.clone().try_acquire_owned() {
                 Ok(permit) => Some(permit),
-                Err(_) if stretch.as_ref().is_some_and(|s| inner.may_burst(s.wall)) => None,
+                Err(_) if inner.may_burst() => None,
                 Err(_) => {
                     let cores = inner.cores.clone();
                     let mut waiting: Acquire = Box::pin(async move { acquire(&cores).await });
@@ -620,6 +617,8 @@ impl<F: Future> Future for OnCores<F> {
                 }
             },
         };
+        // Only a bursting share times its stretches (a poll spent waiting in line is none).
+        let stretch = inner.config.burst.then(Stretch::start);
         let polled = this.call.as_mut().poll(cx);
         if let Some(stretch) = &stretch {
             inner.stretch_ended(stretch);
