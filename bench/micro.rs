@@ -183,7 +183,10 @@ fn main() -> anyhow::Result<()> {
     let batch = batch_tensor()?;
     let request_bytes = request_bytes_of(&batch);
     let response = response_bytes();
-    let body = instances_body(1 << 20);
+    let body = instances_body(1 << 20, |v| format!("{v:.6}"));
+    // What a Python client sends for an f32 image (`json.dumps(x.tolist())`, and serde_json
+    // for an `f32` put in a `Value`): each pixel's f64, up to 17 digits.
+    let python_body = instances_body(1 << 20, |v| format!("{:?}", f64::from(v)));
     let specs: BTreeMap<String, InputSpec> = [(
         "x".to_string(),
         InputSpec {
@@ -259,6 +262,16 @@ fn main() -> anyhow::Result<()> {
         Some(body.len()),
         || {
             let tensors = parse_predict_body(&body)?.into_tensors(&specs)?;
+            std::hint::black_box(tensors);
+            Ok(())
+        },
+    ));
+    cases.push(Case::new(
+        "parse 1 MiB {\"instances\": …} of f64-spelled f32s → f32 tensor",
+        n(200),
+        Some(python_body.len()),
+        || {
+            let tensors = parse_predict_body(&python_body)?.into_tensors(&specs)?;
             std::hint::black_box(tensors);
             Ok(())
         },
@@ -370,11 +383,9 @@ fn response_bytes() -> Vec<u8> {
     .encode_to_vec()
 }
 
-/// `{"instances": [[784 floats], …]}` of about `size` bytes.
-fn instances_body(size: usize) -> Vec<u8> {
-    let row: Vec<String> = (0..784)
-        .map(|i| format!("{:.6}", (i % 255) as f32 / 255.0))
-        .collect();
+/// `{"instances": [[784 floats], …]}` of about `size` bytes, each written by `spell`.
+fn instances_body(size: usize, spell: impl Fn(f32) -> String) -> Vec<u8> {
+    let row: Vec<String> = (0..784).map(|i| spell((i % 255) as f32 / 255.0)).collect();
     let row = format!("[{}]", row.join(","));
     let rows = (size / (row.len() + 1)).max(1);
     format!("{{\"instances\": [{}]}}", vec![row; rows].join(",")).into_bytes()

@@ -1,10 +1,14 @@
-//! Decimal text to `f32` / `f64` for the short numbers JSON tensors are made of (`0.0`,
-//! `0.32156864`, `255`), exactly as `str::parse` rounds them but without its general
-//! machinery: the digits become an integer mantissa `m` and a power of ten `10^e`, and when
-//! both are exact in an `f64` (`m < 2^53`, `|e| <= 22`) one IEEE multiply or divide rounds
-//! `m · 10^e` correctly (Clinger's fast path). Anything else — more digits, a larger
-//! exponent, a result near an `f32` rounding boundary — returns `None` and the caller uses
-//! `str::parse`, so every result is bit for bit what `str::parse` gives.
+//! Decimal text to `f32` / `f64` for the numbers JSON tensors are made of (`0.0`,
+//! `0.32156864`, `255`, and the 17 digits `0.003921568859368563` a Python client writes for
+//! an `f32` it turned into a float), exactly as `str::parse` rounds them but without its
+//! general machinery: the digits become an integer mantissa `m` and a power of ten `10^e`.
+//! When both are exact in an `f64` (`m < 2^53`, `|e| <= 22`) one IEEE multiply or divide
+//! rounds `m · 10^e` correctly (Clinger's fast path). For an `f32` the mantissa may have up to
+//! 19 digits: rounding it to an `f64` first leaves the result within two `f64` ulps of the
+//! exact value, far less than an `f32` needs, except near an `f32` rounding boundary.
+//! Anything else — more digits, a larger exponent, a result near an `f32` rounding boundary —
+//! returns `None` and the caller uses `str::parse`, so every result is bit for bit what
+//! `str::parse` gives.
 //!
 //! The text has already been checked as a JSON number by the reader. The one-pass reader
 //! ([`super::plain`]) builds the [`Decimal`] as it scans the digits, so typing doesn't read
@@ -16,7 +20,7 @@ const POW10: [f64; 23] = [
     1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
 ];
 
-/// A decimal as `±mantissa · 10^exponent` with a mantissa below 2^53 (exact in an `f64`).
+/// A decimal as `±mantissa · 10^exponent`, its mantissa any `u64` (every 19-digit one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Decimal {
     mantissa: u64,
@@ -25,10 +29,10 @@ pub(super) struct Decimal {
 }
 
 /// A mantissa this large or larger is not exact in an `f64`.
-const MANTISSA_LIMIT: u64 = 1 << 53;
+const EXACT_LIMIT: u64 = 1 << 53;
 
 impl Decimal {
-    /// The decimal a reader saw: its digits as one integer (`None` if that reached 2^53),
+    /// The decimal a reader saw: its digits as one integer (`None` if that outgrew a `u64`),
     /// how many of them came after the point, and the written exponent.
     pub(super) fn new(
         mantissa: Option<u64>,
@@ -37,16 +41,21 @@ impl Decimal {
         negative: bool,
     ) -> Option<Decimal> {
         Some(Decimal {
-            mantissa: mantissa.filter(|&m| m < MANTISSA_LIMIT)?,
+            mantissa: mantissa?,
             exponent: exponent.saturating_sub(fraction_digits),
             negative,
         })
     }
 
-    /// One more digit of the mantissa; `None` once it would reach 2^53.
+    /// One more digit of the mantissa; `None` once it outgrows a `u64`.
     pub(super) fn push_digit(mantissa: Option<u64>, digit: u8) -> Option<u64> {
-        let m = mantissa? * 10 + u64::from(digit);
-        (m < MANTISSA_LIMIT).then_some(m)
+        mantissa?.checked_mul(10)?.checked_add(u64::from(digit))
+    }
+
+    /// Eight more digits of the mantissa, already read as one number; `None` once it
+    /// outgrows a `u64`.
+    pub(super) fn push_eight(mantissa: Option<u64>, eight: u64) -> Option<u64> {
+        mantissa?.checked_mul(100_000_000)?.checked_add(eight)
     }
 
     /// Reads checked JSON number text.
@@ -91,12 +100,22 @@ impl Decimal {
     }
 
     /// `±mantissa · 10^exponent` correctly rounded to an `f64`: both factors are exact, so
-    /// one multiply or divide rounds once. `None` past `10^±22`.
+    /// one multiply or divide rounds once. `None` for a mantissa from 2^53 and past `10^±22`.
     pub(super) fn to_f64(self) -> Option<f64> {
+        if self.mantissa >= EXACT_LIMIT {
+            return None;
+        }
+        self.scaled()
+    }
+
+    /// `±mantissa · 10^exponent` in an `f64` within two ulps of the exact value: the mantissa
+    /// rounded to an `f64` (exact below 2^53), then one multiply or divide by an exact power
+    /// of ten. `None` past `10^±22`.
+    fn scaled(self) -> Option<f64> {
         let value = if self.mantissa == 0 {
             0.0
         } else {
-            let m = self.mantissa as f64; // exact: below 2^53
+            let m = self.mantissa as f64; // rounded once, to nearest
             match self.exponent {
                 0..=22 => m * POW10[self.exponent as usize],
                 -22..=-1 => m / POW10[self.exponent.unsigned_abs() as usize],
@@ -106,23 +125,51 @@ impl Decimal {
         Some(if self.negative { -value } else { value })
     }
 
-    /// The value correctly rounded to an `f32`. The `f64` is the exact value rounded once;
-    /// rounding it again to `f32` gives the `f32` nearest the exact value unless an `f32`
-    /// rounding boundary (a midpoint between two `f32`s) lies within half an `f64` ulp of
-    /// it, which the 29 bits an `f64` has below an `f32`'s last one tell. Those, and
-    /// results outside the normal `f32` range, are `None`.
+    /// The value correctly rounded to an `f32`. The `f64` is within two of its ulps of the
+    /// exact value (two roundings, each at most half an ulp); rounding it to `f32` gives the
+    /// `f32` nearest the exact value unless an `f32` rounding boundary (a midpoint between two
+    /// `f32`s) lies within those two ulps, which the 29 bits an `f64` has below an `f32`'s
+    /// last one tell. Those, and results outside the normal `f32` range, are `None`.
     pub(super) fn to_f32(self) -> Option<f32> {
-        let wide = self.to_f64()?;
+        let wide = self.scaled()?;
         if wide == 0.0 {
             return Some(wide as f32);
         }
         const BELOW_F32: u64 = (1 << 29) - 1;
         const MIDPOINT: u64 = 1 << 28;
+        /// More `f64` ulps than the two roundings can be off by.
+        const MARGIN: u64 = 3;
         let low = wide.to_bits() & BELOW_F32;
         ((f64::from(f32::MIN_POSITIVE)..f64::from(f32::MAX)).contains(&wide.abs())
-            && low.abs_diff(MIDPOINT) > 1)
+            && low.abs_diff(MIDPOINT) > MARGIN)
             .then_some(wide as f32)
     }
+}
+
+/// The eight bytes at `at` as the number they spell, when all eight are ASCII digits: the
+/// reader takes a long mantissa eight digits at a time (the SWAR tests and arithmetic of
+/// fast_float and simdjson: three multiplies instead of eight multiply-adds and tests).
+#[inline]
+pub(super) fn eight_digits(text: &[u8], at: usize) -> Option<u64> {
+    let chunk: [u8; 8] = text.get(at..at.checked_add(8)?)?.try_into().ok()?;
+    let v = u64::from_le_bytes(chunk);
+    // A byte below `0`: `v - 0x30…` borrows into its top bit; above `9`: `+ 0x46` carries
+    // into it (bytes from 0x80 have it set already).
+    let all_digits = (v.wrapping_add(0x4646_4646_4646_4646)
+        | v.wrapping_sub(0x3030_3030_3030_3030))
+        & 0x8080_8080_8080_8080
+        == 0;
+    if !all_digits {
+        return None;
+    }
+    // Little-endian: the first digit is the lowest byte. Pairs, then fours, then all eight.
+    let v = v - 0x3030_3030_3030_3030;
+    let v = (v * 10) + (v >> 8);
+    let v = (v & 0x0000_00FF_0000_00FF)
+        .wrapping_mul(0x000F_4240_0000_0064)
+        .wrapping_add(((v >> 16) & 0x0000_00FF_0000_00FF).wrapping_mul(0x0000_2710_0000_0001))
+        >> 32;
+    Some(v)
 }
 
 /// The number as an `f64`, rounded once.
@@ -243,6 +290,59 @@ mod tests {
             same_as_std(&format!("{digits}e{scale}"));
             same_as_std(&format!("-0.{digits:010}"));
             same_as_std(&format!("{}", rng.next() % 100_000));
+            // What a Python client sends for an f32 (`tensor.tolist()`, then `json.dumps`):
+            // the f64 of it, up to 17 digits; and mantissas of 18 to 20 digits.
+            if x.is_finite() {
+                same_as_std(&format!("{:?}", f64::from(x)));
+                same_as_std(&format!("{:e}", f64::from(x)));
+            }
+            let long = rng.next();
+            same_as_std(&format!("0.{long}"));
+            same_as_std(&format!("{long}e-{}", rng.next() % 40));
+            same_as_std(&format!(
+                "{}.{}",
+                long % 1000,
+                rng.next() % 10_000_000_000_000_000
+            ));
+        }
+    }
+
+    /// The f64 spellings of `f32` pixels (what `json.dumps(image.tolist())` sends) take the
+    /// fast path, not `str::parse`: the reason it takes 19 digits.
+    #[test]
+    fn f64_spellings_of_f32_pixels_convert_on_the_fast_path() {
+        let mut slow = 0;
+        for k in 0..=255u8 {
+            let pixel = f32::from(k) / 255.0;
+            let text = format!("{:?}", f64::from(pixel));
+            let decimal = Decimal::parse(text.as_bytes()).unwrap_or_else(|| panic!("{text}"));
+            match decimal.to_f32() {
+                Some(v) => assert_eq!(v.to_bits(), pixel.to_bits(), "{text}"),
+                None => slow += 1,
+            }
+        }
+        assert!(slow <= 2, "{slow} of 256 pixels went to str::parse");
+    }
+
+    /// Eight digits at a time: any eight ASCII digits are their number; a single other byte
+    /// anywhere among them (every byte value) is `None`, as is a window past the end.
+    #[test]
+    fn eight_digits_reads_exactly_eight_ascii_digits() {
+        let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+        for _ in 0..10_000 {
+            let n = rng.next() % 100_000_000;
+            let text = format!("{n:08}");
+            assert_eq!(eight_digits(text.as_bytes(), 0), Some(n), "{text}");
+            let padded = format!("x{text}");
+            assert_eq!(eight_digits(padded.as_bytes(), 1), Some(n));
+            assert_eq!(eight_digits(padded.as_bytes(), 2), None);
+        }
+        for at in 0..8 {
+            for byte in (0..=255u8).filter(|b| !b.is_ascii_digit()) {
+                let mut text = *b"12345678";
+                text[at] = byte;
+                assert_eq!(eight_digits(&text, 0), None, "{byte:#x} at {at}");
+            }
         }
     }
 }

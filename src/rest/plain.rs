@@ -12,7 +12,7 @@
 //! differential tests in `rest.rs` hold the two to the same results.
 
 use super::Format;
-use super::number::Decimal;
+use super::number::{self, Decimal};
 
 /// Lists nested deeper than this go to the full reader (which allows 128).
 const MAX_DEPTH: usize = 32;
@@ -178,6 +178,10 @@ impl<'a> Scan<'a> {
     /// how many there were.
     fn digits(&mut self, value: &mut Option<u64>) -> usize {
         let from = self.pos;
+        while let Some(eight) = number::eight_digits(self.s, self.pos) {
+            *value = Decimal::push_eight(*value, eight);
+            self.pos += 8;
+        }
         while let Some(b) = self.peek().filter(u8::is_ascii_digit) {
             *value = Decimal::push_digit(*value, b - b'0');
             self.pos += 1;
