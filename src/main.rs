@@ -11,6 +11,13 @@ use clap::{Parser, Subcommand};
 use infergate::workers::Workers;
 use infergate::{Gateway, GatewayConfig, samples, scaffold};
 
+/// mimalloc, not glibc's malloc: the request path allocates and frees small buffers on
+/// every tokio worker, often freeing on one what another allocated; glibc's arenas then
+/// contend on a lock and its bins cost more per call (`bench/profile` of the digits
+/// pipeline: 11 % of the gateway's CPU in malloc and free).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "infergate",
