@@ -66,8 +66,9 @@ def leaf_kind(frames):
     sym, dso = frames[0]
     if dso.startswith("[kernel") or dso == "[vdso]":
         return "kernel (syscalls: loopback TCP, futex, epoll)"
-    if re.search(r"malloc|free|realloc|calloc|cfree|_int_|arena|tcache", sym):
-        return "allocator (glibc malloc/free)"
+    # glibc's (`_int_*`, arenas, tcache) and mimalloc's (`mi_*`, `_mi_*`), the binary's.
+    if re.search(r"malloc|free|realloc|calloc|cfree|_int_|arena|tcache|^_?mi_", sym):
+        return "allocator (malloc/free)"
     if re.search(r"memcpy|memmove|memset|memcmp", sym):
         return "memcpy / memset"
     if GUEST.search(sym) or dso.startswith("perf-"):
