@@ -256,37 +256,34 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         },
     ));
-    cases.push(Case::new(
-        "parse 1 MiB {\"instances\": …} → f32 tensor",
-        n(200),
-        Some(body.len()),
-        || {
-            let tensors = parse_predict_body(&body)?.into_tensors(&specs)?;
+    // The one-pass reader on both spellings, and the 6-decimal body through the full reader
+    // alone: what the one-pass reader saves.
+    type Reader = fn(&[u8]) -> Result<infergate::rest::PredictBody, infergate::rest::RestError>;
+    let parses: [(&'static str, &[u8], Reader); 3] = [
+        (
+            "parse 1 MiB {\"instances\": …} → f32 tensor",
+            &body,
+            parse_predict_body,
+        ),
+        (
+            "parse 1 MiB {\"instances\": …} of f64-spelled f32s → f32 tensor",
+            &python_body,
+            parse_predict_body,
+        ),
+        (
+            "parse 1 MiB {\"instances\": …} → f32 tensor, full reader",
+            &body,
+            parse_predict_body_full,
+        ),
+    ];
+    for (name, body, read) in parses {
+        let specs = &specs;
+        cases.push(Case::new(name, n(200), Some(body.len()), move || {
+            let tensors = read(body)?.into_tensors(specs)?;
             std::hint::black_box(tensors);
             Ok(())
-        },
-    ));
-    cases.push(Case::new(
-        "parse 1 MiB {\"instances\": …} of f64-spelled f32s → f32 tensor",
-        n(200),
-        Some(python_body.len()),
-        || {
-            let tensors = parse_predict_body(&python_body)?.into_tensors(&specs)?;
-            std::hint::black_box(tensors);
-            Ok(())
-        },
-    ));
-    // The same body through the full reader alone: what the one-pass reader saves.
-    cases.push(Case::new(
-        "parse 1 MiB {\"instances\": …} → f32 tensor, full reader",
-        n(200),
-        Some(body.len()),
-        || {
-            let tensors = parse_predict_body_full(&body)?.into_tensors(&specs)?;
-            std::hint::black_box(tensors);
-            Ok(())
-        },
-    ));
+        }));
+    }
     let rows = run(cases)?;
     print(&rows, plugins.runtime.allocator());
     Ok(())
