@@ -35,8 +35,8 @@ use infergate::rest::{InputSpec, parse_predict_body, parse_predict_body_full};
 use infergate::tensor::{DType, Tensor};
 use prost::Message;
 
-/// Noop plugin instantiate + call p50 the issue asks for.
-const TARGET_NOOP: Duration = Duration::from_micros(20);
+/// Target for a noop plugin's instantiate + call: the best round's CPU p50.
+const TARGET_NOOP: Duration = Duration::from_micros(10);
 /// Wasm preprocessing over native, at most.
 const TARGET_WASM_RATIO: f64 = 1.5;
 
