@@ -103,6 +103,10 @@ pub struct Args {
     /// a gateway serving one model is told to raise it to the CPU count).
     #[arg(long)]
     running_calls: Option<u32>,
+    /// The digits model's `[reuse] max_calls`: warm instances, each serving up to this many
+    /// calls (default: off, a fresh instance per call), to price the fresh-state guarantee.
+    #[arg(long)]
+    reuse: Option<u32>,
     /// The gateway binary (default: `infergate` beside this bench's build directory).
     #[arg(long)]
     infergate: Option<PathBuf>,
@@ -149,6 +153,14 @@ pub struct Plan {
 }
 
 impl Args {
+    fn tuning(&self) -> servers::Tuning {
+        servers::Tuning {
+            workers: self.workers,
+            running_calls: self.running_calls,
+            reuse: self.reuse,
+        }
+    }
+
     fn plan(&self) -> Plan {
         let pick = |given: &[usize], full: &[usize], smoke: &[usize]| match () {
             _ if !given.is_empty() => given.to_vec(),

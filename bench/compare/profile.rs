@@ -54,7 +54,7 @@ pub async fn run(args: &Args, profiler: Profiler, out: &Path) -> anyhow::Result<
         ("digits", true, &png, "image/png"),
         ("rest", false, &rest_body, "application/json"),
     ] {
-        let dir = servers::gateway_config(&backend, plugins, (args.workers, args.running_calls))?;
+        let dir = servers::gateway_config(&backend, plugins, args.tuning())?;
         let (gateway, base) = start(&gateway_bin, &dir, profiler, out, name)?;
         let target = http_target(
             &format!("{base}/v1/models/digits:predict"),

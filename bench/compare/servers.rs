@@ -55,16 +55,28 @@ pub fn gateway_binary(args: &Args) -> anyhow::Result<PathBuf> {
     Ok(path.canonicalize()?)
 }
 
+/// What a run may set on the gateway rows beyond the defaults, as an operator would.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Tuning {
+    /// `server.workers`.
+    pub workers: Option<usize>,
+    /// The digits model's `limits.max_running_calls`.
+    pub running_calls: Option<u32>,
+    /// The digits model's `[reuse] max_calls` (warm instances; off by default).
+    pub reuse: Option<u32>,
+}
+
 /// A temp dir with `gateway.toml` and `plugins/digits/model.toml` (with the example plugin when
-/// `plugins`, else a REST pass-through), batching on; `server.workers` and the model's
-/// `limits.max_running_calls` when given.
+/// `plugins`, else a REST pass-through), batching on, and the [`Tuning`] given.
 pub fn gateway_config(
     backend: &str,
     plugins: bool,
-    (workers, running): (Option<usize>, Option<u32>),
+    tuning: Tuning,
 ) -> anyhow::Result<tempfile::TempDir> {
     let dir = tempfile::tempdir()?;
-    let workers = workers.map_or(String::new(), |n| format!("workers = {n}\n"));
+    let workers = tuning
+        .workers
+        .map_or(String::new(), |n| format!("workers = {n}\n"));
     let gateway = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{workers}\
          [plugins]\ndir = \"plugins\"\nwatch = \"off\"\n\
@@ -87,8 +99,11 @@ pub fn gateway_config(
         "[batching]\nmax_batch_size = 64\nbatch_timeout_us = 1000\nmax_enqueued = 4096\n\
          max_concurrent_batches = 2\n",
     );
-    if let Some(running) = running {
+    if let Some(running) = tuning.running_calls {
         model.push_str(&format!("[limits]\nmax_running_calls = {running}\n"));
+    }
+    if let Some(calls) = tuning.reuse {
+        model.push_str(&format!("[reuse]\nmax_calls = {calls}\n"));
     }
     std::fs::write(folder.join("model.toml"), model)?;
     Ok(dir)

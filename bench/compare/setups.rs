@@ -37,12 +37,13 @@ pub async fn run_all(args: Args) -> anyhow::Result<()> {
     };
     println!(
         "fake TF Serving: {} µs per call + {} µs per row; {:?} warm-up + {:?} measured per row; \
-         {} CPUs; load generator: {load}; load average at the start: {}\n",
+         {} CPUs; load generator: {load}; gateway tuning: {:?}; load average at the start: {}\n",
         args.call_cost_us,
         args.row_cost_us,
         plan.warmup,
         plan.measure,
         std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+        args.tuning(),
         procs::load_average(),
     );
     let m = Measure { plan: &plan };
@@ -54,7 +55,7 @@ pub async fn run_all(args: Args) -> anyhow::Result<()> {
     check(&direct, "").await?;
 
     if args.runs(1) {
-        let dir = servers::gateway_config(&backend_addr, true, (args.workers, args.running_calls))?;
+        let dir = servers::gateway_config(&backend_addr, true, args.tuning())?;
         let (server, base) = servers::start_gateway(&gateway_bin, &dir, &[])?;
         let target = digits_target(&base, &png, &bodies)?;
         check(&target, "predictions").await?;
@@ -96,8 +97,7 @@ pub async fn run_all(args: Args) -> anyhow::Result<()> {
         }
     }
     if args.runs(4) {
-        let dir =
-            servers::gateway_config(&backend_addr, false, (args.workers, args.running_calls))?;
+        let dir = servers::gateway_config(&backend_addr, false, args.tuning())?;
         let (server, base) = servers::start_gateway(&gateway_bin, &dir, &[])?;
         let target = http_target(
             &format!("{base}/v1/models/digits:predict"),
@@ -117,8 +117,7 @@ pub async fn run_all(args: Args) -> anyhow::Result<()> {
     // setup 3's request (so 5 / 3 is the gateway's cost on gRPC), and the Open Inference
     // Protocol over REST, JSON and binary tensors (beside setup 4's REST JSON).
     if args.runs(5) || args.runs(6) {
-        let dir =
-            servers::gateway_config(&backend_addr, false, (args.workers, args.running_calls))?;
+        let dir = servers::gateway_config(&backend_addr, false, args.tuning())?;
         let (server, base) = servers::start_gateway(&gateway_bin, &dir, &[])?;
         let mut targets = Vec::new();
         if args.runs(5) {
@@ -573,7 +572,7 @@ async fn real_tf_rows(
     bodies: &Bodies,
 ) -> anyhow::Result<Vec<Row>> {
     let (tf, addr) = servers::start_tf(args)?;
-    let dir = servers::gateway_config(&addr, true, (args.workers, args.running_calls))?;
+    let dir = servers::gateway_config(&addr, true, args.tuning())?;
     let (gateway, base) = servers::start_gateway(gateway_bin, &dir, &[])?;
     let target = digits_target(&base, png, bodies)?;
     // Real TensorFlow must read the bundled 7 as a 7.
