@@ -16,10 +16,11 @@
 //!   call that finds the model's cores taken runs anyway, on whichever runtime thread polls
 //!   it — short calls take turns with everything else on the threads like any other task, and
 //!   queueing them for a core only cost wake-ups. The second stretch within [`STRICT_FOR`]
-//!   that runs long (a loop, a slow native op) makes the model keep strictly to its share for
-//!   the next [`STRICT_FOR`], so a misbehaving model goes past it by at most two stretches per
-//!   call in flight, and then by none while it keeps running long. One long stretch alone
-//!   doesn't: a well-behaved model's calls read one now and then ([`LONG_POLL`]).
+//!   that runs long (a loop, a slow native op), or one that runs very long ([`HOLD_AT_ONCE`]),
+//!   makes the model keep strictly to its share for the next [`STRICT_FOR`], so a
+//!   misbehaving model goes past it by at most two stretches per call in flight, and then by
+//!   none while it keeps running long. One long stretch alone doesn't: a well-behaved
+//!   model's calls read one now and then ([`LONG_POLL`]).
 //!   An explicit `max_running_calls` is always a hard bound.
 //!
 //! - **warm instances** (opt-in, `[reuse] max_calls` in model.toml): an instance whose call
@@ -56,12 +57,18 @@ use super::types::CallError;
 /// A well-behaved call's stretch still reads this long now and then: the thread's CPU clock
 /// also counts what the kernel does in its time (page faults, interrupts; on some kernels, time
 /// the hypervisor took the vCPU away). On a 2-core VM under the digits benchmark's load, one
-/// stretch every few seconds (of some 20,000 a second) read 2–4 ms. So it takes two within
-/// [`STRICT_FOR`] to hold a model to its share.
+/// stretch every 2 to 7 seconds read 2.5–8 ms. So it takes two within [`STRICT_FOR`] (or one
+/// of [`HOLD_AT_ONCE`]) to hold a model to its share.
 pub const LONG_POLL: Duration = Duration::from_micros(2_500);
 
-/// How long a model keeps strictly to its share of the cores after a long call.
+/// How long a model keeps strictly to its share of the cores after a second long stretch
+/// within this long (or one of [`HOLD_AT_ONCE`]).
 pub const STRICT_FOR: Duration = Duration::from_secs(1);
+
+/// A stretch this long holds the model to its share by itself: far past what a well-behaved
+/// call's stretch ever read (2.5–8 ms), and what a slow native op takes. Without it, calls
+/// that each ran one such op and ended more than [`STRICT_FOR`] apart would never be held.
+pub const HOLD_AT_ONCE: Duration = Duration::from_millis(25);
 
 /// How many plugin calls of one model may hold an instance, and execute, at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -530,16 +537,18 @@ impl Stretch {
         }
     }
 
-    fn ran_long(&self) -> bool {
+    /// How long the stretch kept its thread on a core, if that was [`LONG_POLL`] or more.
+    fn ran_long(&self) -> Option<Duration> {
         // A thread's CPU time never passes the wall time, so a stretch short by the wall
         // clock (every stretch of a well-behaved plugin) is short without a second read of
         // the CPU clock, which is a system call.
-        if self.wall.elapsed() < LONG_POLL {
-            return false;
+        let wall = self.wall.elapsed();
+        if wall < LONG_POLL {
+            return None;
         }
         match self.cpu.as_ref().map(cpu_time::ThreadTime::try_elapsed) {
-            Some(Ok(cpu)) => cpu >= LONG_POLL,
-            _ => true,
+            Some(Ok(cpu)) => (cpu >= LONG_POLL).then_some(cpu),
+            _ => Some(wall),
         }
     }
 }
@@ -554,17 +563,18 @@ impl Inner {
     /// A stretch has just ended: if it ran long within [`STRICT_FOR`] of the model's last
     /// long one, the model keeps to its cores for the next [`STRICT_FOR`].
     fn stretch_ended(&self, stretch: &Stretch) {
-        if stretch.ran_long() {
-            self.ran_long_at(nanos_since_base(Instant::now()));
+        if let Some(length) = stretch.ran_long() {
+            self.ran_long_at(nanos_since_base(Instant::now()), length >= HOLD_AT_ONCE);
         }
     }
 
-    /// A stretch ended long at `now` (nanoseconds past [`BASE`]).
-    fn ran_long_at(&self, now: u64) {
+    /// A stretch ended long at `now` (nanoseconds past [`BASE`]); `at_once`: long enough
+    /// ([`HOLD_AT_ONCE`]) to hold the model without a second one.
+    fn ran_long_at(&self, now: u64, at_once: bool) {
         let now = now.max(1); // 0 is "none yet"
         let window = STRICT_FOR.as_nanos() as u64;
         let last = self.last_long.swap(now, Ordering::Relaxed);
-        if last != 0 && now.saturating_sub(last) < window {
+        if at_once || (last != 0 && now.saturating_sub(last) < window) {
             self.strict_until
                 .fetch_max(now.saturating_add(window), Ordering::Relaxed);
         }
@@ -760,12 +770,29 @@ mod tests {
         let window = STRICT_FOR.as_nanos() as u64;
         let strict_until = || inner.strict_until.load(Ordering::Relaxed);
         let t = 100 * window;
-        inner.ran_long_at(t);
-        inner.ran_long_at(t + window);
-        inner.ran_long_at(t + 2 * window + 1);
+        inner.ran_long_at(t, false);
+        inner.ran_long_at(t + window, false);
+        inner.ran_long_at(t + 2 * window + 1, false);
         assert_eq!(strict_until(), 0, "one long stretch a second");
-        inner.ran_long_at(t + 3 * window);
+        inner.ran_long_at(t + 3 * window, false);
         assert_eq!(strict_until(), t + 4 * window, "two within a second");
+        // A very long one holds the model by itself.
+        inner.ran_long_at(t + 10 * window, true);
+        assert_eq!(strict_until(), t + 11 * window, "one of HOLD_AT_ONCE");
+    }
+
+    /// One stretch of [`HOLD_AT_ONCE`] (a slow native op) holds the model by itself.
+    #[test]
+    fn a_very_long_stretch_holds_the_model_at_once() {
+        let share = Share::new(config(4, 1));
+        let mut op = share.on_cores(async {
+            let spin = cpu_time::ThreadTime::now();
+            while spin.elapsed() < HOLD_AT_ONCE {
+                std::hint::spin_loop();
+            }
+        });
+        assert!(poll_once(&mut op).is_ready());
+        assert!(share.strict(), "held after one stretch of {HOLD_AT_ONCE:?}");
     }
 
     /// With its slots taken, a call waits; once one frees up within the wait it goes on, and
