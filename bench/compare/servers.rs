@@ -56,7 +56,7 @@ pub fn gateway_binary(args: &Args) -> anyhow::Result<PathBuf> {
 }
 
 /// What a run may set on the gateway rows beyond the defaults, as an operator would.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct Tuning {
     /// `server.workers`.
     pub workers: Option<usize>,

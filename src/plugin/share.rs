@@ -124,7 +124,8 @@ struct Inner {
     slots: Arc<Semaphore>,
     cores: Arc<Semaphore>,
     /// Until when (nanoseconds past [`BASE`]) the model keeps strictly to its cores, since
-    /// two stretches of its calls ran long; 0: never did.
+    /// two stretches of its calls ran long within [`STRICT_FOR`] (or one [`HOLD_AT_ONCE`]);
+    /// 0: never did.
     strict_until: AtomicU64,
     /// When (nanoseconds past [`BASE`]) a stretch of the model's calls last ran long; 0: none.
     last_long: AtomicU64,
@@ -505,9 +506,9 @@ impl Share {
         }
     }
 
-    /// Whether the model keeps strictly to its cores now: its share doesn't burst, or two
-    /// stretches of its calls ran long within [`STRICT_FOR`] of each other, the last one within
-    /// the past [`STRICT_FOR`].
+    /// Whether the model keeps strictly to its cores now: its share doesn't burst, or within
+    /// the past [`STRICT_FOR`] a stretch of its calls ran long within [`STRICT_FOR`] of the one
+    /// before (or ran [`HOLD_AT_ONCE`]).
     pub fn strict(&self) -> bool {
         self.inner.as_ref().is_some_and(|i| !i.may_burst())
     }
@@ -561,7 +562,8 @@ impl Inner {
     }
 
     /// A stretch has just ended: if it ran long within [`STRICT_FOR`] of the model's last
-    /// long one, the model keeps to its cores for the next [`STRICT_FOR`].
+    /// long one, or ran [`HOLD_AT_ONCE`], the model keeps to its cores for the next
+    /// [`STRICT_FOR`].
     fn stretch_ended(&self, stretch: &Stretch) {
         if let Some(length) = stretch.ran_long() {
             self.ran_long_at(nanos_since_base(Instant::now()), length >= HOLD_AT_ONCE);
@@ -692,6 +694,14 @@ mod tests {
         Pin::new(future).poll(&mut Context::from_waker(std::task::Waker::noop()))
     }
 
+    /// Keeps the thread on its core for `length` of its CPU time, as a loop or a slow op would.
+    fn on_core_for(length: Duration) {
+        let start = cpu_time::ThreadTime::now();
+        while start.elapsed() < length {
+            std::hint::spin_loop();
+        }
+    }
+
     /// Takes one of the model's cores, as a call running elsewhere would.
     fn hold_a_core(share: &Share) -> OwnedSemaphorePermit {
         let inner = share.inner.as_ref().unwrap();
@@ -734,14 +744,7 @@ mod tests {
         assert!(poll_once(&mut asleep).is_ready());
         assert!(!share.strict(), "time off the core is not a long call");
 
-        let long = || {
-            share.on_cores(async {
-                let spin = cpu_time::ThreadTime::now();
-                while spin.elapsed() < 2 * LONG_POLL {
-                    std::hint::spin_loop();
-                }
-            })
-        };
+        let long = || share.on_cores(async { on_core_for(2 * LONG_POLL) });
         assert!(poll_once(&mut long()).is_ready());
         assert!(
             !share.strict(),
@@ -785,12 +788,7 @@ mod tests {
     #[test]
     fn a_very_long_stretch_holds_the_model_at_once() {
         let share = Share::new(config(4, 1));
-        let mut op = share.on_cores(async {
-            let spin = cpu_time::ThreadTime::now();
-            while spin.elapsed() < HOLD_AT_ONCE {
-                std::hint::spin_loop();
-            }
-        });
+        let mut op = share.on_cores(async { on_core_for(HOLD_AT_ONCE) });
         assert!(poll_once(&mut op).is_ready());
         assert!(share.strict(), "held after one stretch of {HOLD_AT_ONCE:?}");
     }
