@@ -215,10 +215,7 @@ struct Lease {
 
 /// A store for one call: the model's memory cap, and a deadline checked on every epoch tick.
 fn new_store(host: &Host, limits: CallLimits, tag: CallTag) -> Store<Sandbox> {
-    let mut store = Store::new(
-        host.engine(),
-        Sandbox::new(tag.clone(), limits.memory_bytes),
-    );
+    let mut store = Store::new(host.engine(), Sandbox::new(limits.memory_bytes));
     store.limiter(|state| &mut state.limits);
     arm(&mut store, limits, tag);
     store

@@ -1,5 +1,6 @@
 //! The sandbox: the state each plugin call's `Store` owns — the WASI context (no preopens, no
-//! environment, no network; stdout/stderr captured into bounded buffers), the memory limiter,
+//! environment, no network; stdout/stderr captured into bounded buffers; made on the call's
+//! first WASI import, since most calls make none), the memory limiter,
 //! the call's deadline, and the `host` interface plugins import (logging, tagged with model and
 //! request id). The `ops` interface is implemented on it in `ops.rs`.
 
@@ -30,12 +31,14 @@ pub struct CallTag {
 /// One call's state, dropped with its `Store` when the call ends (or, for a model with
 /// `[reuse]`, kept with its warm instance and re-armed by [`Sandbox::begin_call`]).
 pub struct Sandbox {
-    wasi: WasiCtx,
+    /// `None` until the guest first calls a WASI import: building a context seeds three
+    /// random generators (twice over, inside wasmtime-wasi's builder), which is a tenth of a
+    /// small plugin's instantiate + call, and a plugin that prints nothing, reads no clock and
+    /// hashes nothing never needs one. Each call still gets its own, never another's.
+    wasi: Option<Wasi>,
     table: ResourceTable,
     pub(super) limits: MemoryCap,
     tag: CallTag,
-    stdout: MemoryOutputPipe,
-    stderr: MemoryOutputPipe,
     /// The last error-level line the plugin logged (the SDK logs its panic message there).
     last_error: Option<String>,
     /// Where this call's stdout and stderr begin in the pipes (a reused instance's earlier
@@ -46,28 +49,50 @@ pub struct Sandbox {
     pub(super) deadline: Instant,
 }
 
-impl Sandbox {
-    pub fn new(tag: CallTag, memory_bytes: usize) -> Self {
+/// A call's WASI context and the pipes its stdout and stderr write to.
+struct Wasi {
+    ctx: WasiCtx,
+    stdout: MemoryOutputPipe,
+    stderr: MemoryOutputPipe,
+}
+
+impl Wasi {
+    fn new() -> Self {
         let stdout = MemoryOutputPipe::new(CAPTURE_BYTES);
         let stderr = MemoryOutputPipe::new(CAPTURE_BYTES);
         // The builder's defaults grant nothing: no preopened directories, no environment or
         // arguments, sockets denied, stdin closed.
-        let wasi = WasiCtx::builder()
+        let ctx = WasiCtx::builder()
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .build();
+        Self {
+            ctx,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// What the guest has written to stdout and stderr, in bytes.
+    fn written(&self) -> (usize, usize) {
+        (self.stdout.contents().len(), self.stderr.contents().len())
+    }
+}
+
+impl Sandbox {
+    /// A sandbox capping memory at `memory_bytes`, for calls that [`Sandbox::begin_call`]
+    /// then starts.
+    pub fn new(memory_bytes: usize) -> Self {
         let limits = MemoryCap {
             max_bytes: memory_bytes,
             denied: None,
             guest_bytes: 0,
         };
         Self {
-            wasi,
+            wasi: None,
             table: ResourceTable::new(),
             limits,
-            tag,
-            stdout,
-            stderr,
+            tag: CallTag::default(),
             last_error: None,
             output_from: (0, 0),
             deadline: Instant::now(),
@@ -80,21 +105,22 @@ impl Sandbox {
         self.tag = tag;
         self.deadline = deadline;
         self.last_error = None;
-        self.output_from = (self.stdout.contents().len(), self.stderr.contents().len());
+        self.output_from = self.wasi.as_ref().map_or((0, 0), Wasi::written);
     }
 
     /// Whether the instance may serve another call: it never hit the memory cap, and its
     /// output pipes keep room for the next call (they are bounded per instance).
     pub fn reusable(&self) -> bool {
-        self.limits.denied.is_none()
-            && self.stdout.contents().len() + self.stderr.contents().len() < CAPTURE_BYTES / 2
+        let (stdout, stderr) = self.wasi.as_ref().map_or((0, 0), Wasi::written);
+        self.limits.denied.is_none() && stdout + stderr < CAPTURE_BYTES / 2
     }
 
     /// Writes whatever the guest printed to the log, one line per line, tagged with the call.
     pub fn flush_output(&self) {
+        let Some(wasi) = &self.wasi else { return };
         for (stream, pipe, from) in [
-            ("stdout", &self.stdout, self.output_from.0),
-            ("stderr", &self.stderr, self.output_from.1),
+            ("stdout", &wasi.stdout, self.output_from.0),
+            ("stderr", &wasi.stderr, self.output_from.1),
         ] {
             let bytes = pipe.contents();
             for line in String::from_utf8_lossy(&bytes[from.min(bytes.len())..])
@@ -115,7 +141,7 @@ impl Sandbox {
         if let Some(line) = &self.last_error {
             return Some(line.chars().take(512).collect());
         }
-        let bytes = self.stderr.contents();
+        let bytes = self.wasi.as_ref()?.stderr.contents();
         let text = String::from_utf8_lossy(&bytes[self.output_from.1.min(bytes.len())..]);
         text.lines()
             .rev()
@@ -127,7 +153,7 @@ impl Sandbox {
 impl WasiView for Sandbox {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: &mut self.wasi.get_or_insert_with(Wasi::new).ctx,
             table: &mut self.table,
         }
     }
