@@ -32,9 +32,10 @@ pub struct CallTag {
 /// `[reuse]`, kept with its warm instance and re-armed by [`Sandbox::begin_call`]).
 pub struct Sandbox {
     /// `None` until the guest first calls a WASI import: building a context seeds three
-    /// random generators (twice over, inside wasmtime-wasi's builder), which is a tenth of a
-    /// small plugin's instantiate + call, and a plugin that prints nothing, reads no clock and
-    /// hashes nothing never needs one. Each call still gets its own, never another's.
+    /// random generators (twice over, inside wasmtime-wasi's builder), about 4 % of a small
+    /// plugin's instantiate + call (BENCHMARKS.md), and a plugin that prints nothing, reads
+    /// no clock and hashes nothing never needs one. Each call still gets its own, never
+    /// another's.
     wasi: Option<Wasi>,
     table: ResourceTable,
     pub(super) limits: MemoryCap,
