@@ -1,6 +1,6 @@
 //! The sandbox: the state each plugin call's `Store` owns — the WASI context (no preopens, no
 //! environment, no network; stdout/stderr captured into bounded buffers; made on the call's
-//! first WASI import, since most calls make none), the memory limiter,
+//! first WASI import, so a call that makes none never pays for one), the memory limiter,
 //! the call's deadline, and the `host` interface plugins import (logging, tagged with model and
 //! request id). The `ops` interface is implemented on it in `ops.rs`.
 
